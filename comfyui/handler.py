@@ -1,0 +1,227 @@
+"""Submit a graph to ComfyUI and wait for its outcome: the heart of `/prompt_sync`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from comfyui.client import ComfyUIClient
+from comfyui.exceptions import (
+    ClientDisconnectedError,
+    ComfyUIError,
+    ComfyUIProtocolError,
+    PromptTimeoutError,
+    PromptValidationError,
+)
+from comfyui.job import Job
+from comfyui.outputs import attach_base64, collect_images
+from comfyui.schemas import PromptSyncRequest, PromptSyncResponse
+from comfyui.watcher import PromptWatcher
+from config import Settings
+
+log = structlog.get_logger(__name__)
+
+#: Resolves when the caller has gone away.
+DisconnectWatch = Callable[[], Awaitable[None]]
+
+
+class PromptHandler:
+    """Queues prompts with the worker's client id and follows them to completion."""
+
+    def __init__(self, client: ComfyUIClient, watcher: PromptWatcher, settings: Settings) -> None:
+        self.client = client
+        self.watcher = watcher
+        self.settings = settings
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def submit(self, prompt: dict[str, Any], extra_data: dict[str, Any] | None = None) -> Job:
+        """Queue a graph; the returned job is already tracked, so no event is missed."""
+        proposed = str(uuid.uuid4())
+        # Track before submitting: a fast prompt can finish before POST /prompt answers.
+        tracker = self.watcher.track(proposed)
+        try:
+            response = await self.client.queue_prompt(
+                prompt, prompt_id=proposed, extra_data=extra_data
+            )
+            body = _json_or_none(response.body)
+            if response.status == 200 and isinstance(body, dict) and "prompt_id" in body:
+                prompt_id = str(body["prompt_id"])
+                if prompt_id != proposed:  # the 2024 server picks its own id
+                    self.watcher.rekey(tracker, prompt_id)
+                tracker.mark_submitted()
+                log.info("prompt_queued", prompt_id=prompt_id, number=body.get("number"))
+                return Job(self.client, tracker, poll_interval=self.settings.comfyui_poll_interval)
+            raise await self._rejection(response.status, body, prompt)
+        except BaseException:
+            self.watcher.untrack(tracker)
+            raise
+
+    async def run(
+        self,
+        request: PromptSyncRequest,
+        timeout: float,
+        disconnected: DisconnectWatch | None = None,
+    ) -> PromptSyncResponse:
+        """Queue, wait at most `timeout` seconds, and build the answer.
+
+        On timeout, caller disconnect or cancellation the prompt is cancelled on ComfyUI.
+        """
+        job = await self.submit(request.prompt, request.extra_data)
+        # Every later line of this request, the request line included, names the prompt.
+        structlog.contextvars.bind_contextvars(prompt_id=job.prompt_id)
+        bound = log.bind(prompt_id=job.prompt_id)
+        try:
+            history = await _race_disconnect(job.result(timeout), disconnected, job.prompt_id)
+        except PromptTimeoutError:
+            bound.warning("prompt_timeout", timeout=timeout)
+            await self._abort_quietly(job)
+            raise PromptTimeoutError(
+                f"Prompt did not finish within {timeout:g} s; it was cancelled on ComfyUI",
+                prompt_id=job.prompt_id,
+            ) from None
+        except (ClientDisconnectedError, asyncio.CancelledError):
+            bound.warning("caller_gone")
+            self._abort_in_background(job)
+            raise
+        finally:
+            self.watcher.untrack(job.tracker)
+
+        outputs = history.get("outputs") or {}
+        images = collect_images(outputs)
+        if request.return_image_base64 and images:
+            await attach_base64(
+                self.client,
+                images,
+                concurrency=self.settings.output_fetch_concurrency,
+                prompt_id=job.prompt_id,
+            )
+        execution_time = round(job.tracker.execution_time, 4)
+        bound.info("prompt_succeeded", execution_time=execution_time, images=len(images))
+        return PromptSyncResponse(
+            prompt_id=job.prompt_id,
+            execution_time=execution_time,
+            outputs=outputs,
+            images=images,
+        )
+
+    async def close(self) -> None:
+        """Let pending cancellations reach ComfyUI before the worker exits."""
+        if self._background:
+            await asyncio.wait(self._background, timeout=5)
+
+    # -- internals ---------------------------------------------------------------------
+
+    async def _rejection(self, status: int, body: Any, prompt: dict[str, Any]) -> ComfyUIError:
+        """Turn a non-200 answer of POST /prompt into the error the caller gets."""
+        if status == 400 and isinstance(body, dict):
+            error = body.get("error")
+            node_errors = body.get("node_errors")
+            return PromptValidationError(
+                _validation_detail(error, node_errors),
+                node_errors=node_errors if isinstance(node_errors, dict) else {},
+            )
+        # The 2024 server answers an unknown node class with a bare 500: name it.
+        unknown = await self._unknown_classes(prompt) if status >= 500 else []
+        if unknown:
+            return PromptValidationError(
+                f"Cannot execute because node {unknown[0][1]} does not exist.",
+                node_errors={
+                    node_id: {
+                        "errors": [
+                            {
+                                "type": "invalid_prompt",
+                                "message": f"Node class {class_type} does not exist",
+                                "details": f"Node ID '#{node_id}'",
+                                "extra_info": {},
+                            }
+                        ],
+                        "dependent_outputs": [],
+                        "class_type": class_type,
+                    }
+                    for node_id, class_type in unknown
+                },
+            )
+        return ComfyUIProtocolError(f"ComfyUI refused the prompt with HTTP {status}")
+
+    async def _unknown_classes(self, prompt: dict[str, Any]) -> list[tuple[str, str]]:
+        classes = sorted({str(node.get("class_type")) for node in prompt.values()})
+        try:
+            exists = dict(
+                zip(
+                    classes,
+                    await asyncio.gather(*(self.client.node_exists(c) for c in classes)),
+                    strict=True,
+                )
+            )
+        except ComfyUIError:
+            return []
+        return [
+            (node_id, str(node.get("class_type")))
+            for node_id, node in prompt.items()
+            if not exists.get(str(node.get("class_type")), True)
+        ]
+
+    async def _abort_quietly(self, job: Job) -> None:
+        try:
+            await job.abort()
+        except ComfyUIError as exc:
+            log.error("prompt_cancel_failed", prompt_id=job.prompt_id, error=exc.detail)
+
+    def _abort_in_background(self, job: Job) -> None:
+        # The request's own task is being torn down: cancel from a task of our own.
+        task = asyncio.create_task(self._abort_quietly(job), name=f"abort-{job.prompt_id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+async def _race_disconnect(
+    result: Awaitable[dict[str, Any]], disconnected: DisconnectWatch | None, prompt_id: str
+) -> dict[str, Any]:
+    """Await `result` unless the caller disconnects first."""
+    if disconnected is None:
+        return await result
+    result_task = asyncio.ensure_future(result)
+    watch_task = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({result_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (result_task, watch_task):
+            if not task.done():
+                task.cancel()
+    if result_task in done:
+        return result_task.result()
+    raise ClientDisconnectedError(
+        "The caller disconnected; the prompt was cancelled", prompt_id=prompt_id
+    )
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _validation_detail(error: Any, node_errors: Any) -> str:
+    if isinstance(error, dict):
+        text = str(error.get("message") or "Prompt rejected by ComfyUI")
+        details = error.get("details")
+        if details:
+            text = f"{text}: {details}"
+    else:
+        text = str(error or "Prompt rejected by ComfyUI")
+    if isinstance(node_errors, dict) and node_errors:
+        reasons = []
+        for node_id, node_error in node_errors.items():
+            for item in (
+                (node_error or {}).get("errors", []) if isinstance(node_error, dict) else []
+            ):
+                reasons.append(f"node {node_id}: {item.get('message')} ({item.get('details')})")
+        if reasons:
+            text = f"{text}: " + "; ".join(reasons)
+    return text
