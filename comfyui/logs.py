@@ -8,6 +8,14 @@ import sys
 import structlog
 
 
+def _drop_color_message(
+    logger: object, method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """uvicorn adds an ANSI-coloured copy of each message; one copy is enough."""
+    event.pop("color_message", None)
+    return event
+
+
 def configure_logging(level: str = "INFO", output: str = "console") -> None:
     """Route structlog and the standard library (uvicorn, aiohttp) through one renderer."""
     shared: list[structlog.types.Processor] = [
@@ -31,7 +39,7 @@ def configure_logging(level: str = "INFO", output: str = "console") -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_color_message],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,

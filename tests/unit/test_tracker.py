@@ -1,3 +1,4 @@
+# mypy: disable-error-code="comparison-overlap"
 """PromptTracker and EventRouter fed with messages recorded from real ComfyUI servers."""
 
 from __future__ import annotations
