@@ -298,7 +298,7 @@ class ComfyUIClient:
             retry=retry_if_exception_type((aiohttp.ClientError, asyncio.TimeoutError, OSError)),
             stop=stop_never,
             wait=wait_exponential_jitter(
-                initial=settings.comfyui_reconnect_base_delay,
+                multiplier=settings.comfyui_reconnect_base_delay,
                 max=settings.comfyui_reconnect_max_delay,
                 jitter=settings.comfyui_reconnect_base_delay,
             ),

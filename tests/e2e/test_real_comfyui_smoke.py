@@ -8,48 +8,21 @@ installed on the spot.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.e2e.real_comfyui import RealComfyUI, ensure_installed, installed
+from tests.e2e.real_comfyui import RealComfyUI
 
 pytestmark = pytest.mark.e2e
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RUN_TIMEOUT = 60.0
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
-
-
-_WANTED = _flag("E2E") or _flag("CI")
-if not _WANTED and not installed():
-    pytest.skip(
-        "real ComfyUI is not installed: run `scripts/comfyui-test-server.sh install` "
-        "or set E2E=1 (CI=true installs it automatically)",
-        allow_module_level=True,
-    )
-
-
-@pytest.fixture(scope="module")
-def comfy() -> Iterator[RealComfyUI]:
-    ensure_installed()
-    server = RealComfyUI()
-    was_up = server.is_up()
-    server.start()
-    try:
-        yield server
-    finally:
-        if not was_up:
-            server.stop()
 
 
 class Client:

@@ -6,7 +6,7 @@ import httpx
 
 from tests import graphs
 from tests.fake_comfyui import FakeComfyUI
-from tests.service.conftest import Worker
+from tests.harness import Worker
 
 
 async def test_prompt_passthrough_answers_like_comfyui(worker: Worker, fake: FakeComfyUI) -> None:

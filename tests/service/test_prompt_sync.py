@@ -12,7 +12,7 @@ import pytest
 
 from tests import graphs
 from tests.fake_comfyui import FakeComfyUI
-from tests.service.conftest import Worker
+from tests.harness import Worker
 
 ERROR_KEYS = {"error", "detail", "prompt_id", "node_errors", "timestamp"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
