@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -45,11 +46,47 @@ class Settings(BaseSettings):
     comfyui_ws_heartbeat: float = Field(
         10.0, gt=0, description="Seconds between websocket pings; a silent peer is dropped."
     )
-    comfyui_reconnect_base_delay: float = Field(0.5, gt=0)
-    comfyui_reconnect_max_delay: float = Field(30.0, gt=0)
     output_fetch_concurrency: int = Field(
         8, ge=1, description="Output files fetched from ComfyUI at once per request."
     )
+
+    # Watchdog and websocket reconnection
+    comfy_health_interval_s: float = Field(
+        60.0, gt=0, description="Seconds between ComfyUI probes while it is healthy."
+    )
+    comfy_reconnect_max_attempts: int = Field(
+        5, ge=1, description="Reconnect attempts with growing delay; then it retries at the cap."
+    )
+    comfy_reconnect_base_delay_s: float = Field(0.5, gt=0)
+    comfy_reconnect_max_delay_s: float = Field(30.0, gt=0)
+    warmup_workflow: Path | None = Field(
+        None, description="API-format graph run once at start-up; ready only after it succeeds."
+    )
+    warmup_timeout: float = Field(600.0, gt=0)
+
+    # Backpressure and limits
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="/prompt_sync requests in flight at once; more get 429."
+    )
+    max_queue_depth: int = Field(
+        256, ge=1, description="Prompts waiting on ComfyUI at most; more submissions get 429."
+    )
+    max_body_bytes: int = Field(
+        50 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413."
+    )
+    max_graph_nodes: int = Field(2000, ge=1, description="Most nodes in one graph; more: 413.")
+    shutdown_grace_s: int = Field(
+        30, ge=0, description="Seconds in-flight requests may finish after SIGTERM."
+    )
+
+    # Access
+    api_keys: str = Field(
+        "", description="Comma-separated API keys; when set, every route but /health needs one."
+    )
+    rate_limit_per_minute: int = Field(
+        0, ge=0, description="Submissions and /view calls per key (or client) a minute; 0: off."
+    )
+    cors_origins: str = Field("", description="Comma-separated allowed CORS origins.")
 
     # Logging
     log_level: str = "INFO"
@@ -64,6 +101,14 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.strip().rstrip("/")
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def comfyui_url(self) -> str:

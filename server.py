@@ -3,31 +3,45 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 import structlog
 import uvicorn
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from comfyui.access import OPEN_PATHS, ApiKeys, RateLimiter
 from comfyui.bridge import Bridge
 from comfyui.client import RawResponse
-from comfyui.exceptions import ComfyUIError, InvalidRequestError, error_body
+from comfyui.exceptions import (
+    ComfyUIError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    ShuttingDownError,
+    UnauthorizedError,
+    error_body,
+)
 from comfyui.logs import configure_logging
+from comfyui.metrics import CONTENT_TYPE, Metrics
 from comfyui.schemas import (
     ErrorResponse,
     HealthResponse,
     PromptSyncRequest,
     PromptSyncResponse,
     QueuedPrompt,
+    ReadyResponse,
     UnhealthyResponse,
 )
 from config import Settings, get_settings
@@ -38,23 +52,36 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         400: "Invalid request, or graph rejected by ComfyUI (`node_errors` says why)",
+        401: "API keys are configured and none was presented",
         409: "Interrupted or deleted on ComfyUI by someone else",
+        413: "Request body or graph over the configured limit",
         422: "Request body does not match the schema",
+        429: "Too many requests in flight, ComfyUI's queue is full, or rate limited",
         500: "A node raised during execution (`node_errors` names it)",
         502: "ComfyUI answered something unexpected, or an output could not be read",
-        503: "ComfyUI is unreachable (see Retry-After)",
+        503: "ComfyUI is unreachable, or the worker is shutting down (see Retry-After)",
         504: "Timeout: the prompt was cancelled on ComfyUI",
     }.items()
 }
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the worker app; the ComfyUI connection opens and closes with its lifespan."""
     settings = settings or get_settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bridge = Bridge.create(settings)
+        bridge.handler.observers.append(metrics.observe_prompt)
+        metrics.watch(
+            queue_depth=lambda: bridge.client.queue_remaining,
+            in_flight=lambda: bridge.admission.in_flight,
+            waiting=lambda: bridge.watcher.waiting,
+            reconnects=lambda: bridge.client.reconnects,
+            connected=lambda: bridge.client.connected,
+        )
         await bridge.start()
         app.state.bridge = bridge
         log.info("worker_started", comfyui=settings.comfyui_url, client_id=bridge.client.client_id)
@@ -70,7 +97,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Runs ComfyUI workflows synchronously: one request, one answer.",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestLogMiddleware)
+    app.state.metrics = metrics
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    # Added innermost first: the request log sees every answer, refusals included.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=ApiKeys(settings.api_key_list))
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(RequestLogMiddleware, metrics=metrics)
     _add_exception_handlers(app)
     _add_routes(app, settings)
     return app
@@ -81,12 +120,29 @@ def _bridge(request: Request) -> Bridge:
     return bridge
 
 
+def rate_limited(request: Request) -> None:
+    """Dependency: count the call against its caller's per-minute budget."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    caller = getattr(request.state, "caller", None) or (
+        request.client.host if request.client else "unknown"
+    )
+    limiter.check(caller)
+
+
+def _accepting(request: Request) -> Bridge:
+    bridge = _bridge(request)
+    if bridge.shutting_down:
+        raise ShuttingDownError()
+    return bridge
+
+
 def _add_routes(app: FastAPI, settings: Settings) -> None:
     @app.post(
         "/prompt_sync",
         response_model=PromptSyncResponse,
         responses=_ERRORS,
         summary="Run a workflow and answer with its outputs",
+        dependencies=[Depends(rate_limited)],
     )
     async def prompt_sync(
         body: PromptSyncRequest,
@@ -97,6 +153,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             description="Seconds to wait (default DEFAULT_TIMEOUT, at most MAX_TIMEOUT).",
         ),
     ) -> PromptSyncResponse:
+        bridge = _accepting(request)
         wait = settings.default_timeout if timeout is None else timeout
         if wait > settings.max_timeout:
             raise InvalidRequestError(
@@ -104,23 +161,32 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             )
         if body.client_id:
             structlog.contextvars.bind_contextvars(caller_client_id=body.client_id)
-        return await _bridge(request).handler.run(
-            body, wait, disconnected=lambda: _until_disconnected(request)
-        )
+        with bridge.admission.slot():
+            bridge.admission.check_submission(body.prompt)
+            return await bridge.handler.run(
+                body, wait, disconnected=lambda: _until_disconnected(request)
+            )
 
     @app.post(
         "/prompt",
         response_model=QueuedPrompt,
-        responses={400: {"description": "ComfyUI's own validation body, or invalid JSON"}},
+        responses={
+            400: {"description": "ComfyUI's own validation body, or invalid JSON"},
+            **{code: _ERRORS[code] for code in (401, 413, 429, 503)},
+        },
         summary="Queue a workflow (ComfyUI-compatible passthrough)",
+        dependencies=[Depends(rate_limited)],
     )
     async def queue_prompt(request: Request) -> Response:
+        bridge = _accepting(request)
         raw = await request.body()
         try:
-            json.loads(raw)
+            parsed = json.loads(raw)
         except ValueError:
             raise InvalidRequestError("request body is not valid JSON") from None
-        answer = await _bridge(request).client.forward(
+        if isinstance(parsed, dict):
+            bridge.admission.check_submission(parsed.get("prompt"))
+        answer = await bridge.client.forward(
             "POST", "/prompt", body=raw, headers={"Content-Type": "application/json"}
         )
         return _passthrough(answer)
@@ -129,23 +195,47 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         "/health",
         response_model=HealthResponse,
         responses={503: {"model": UnhealthyResponse}},
-        summary="Is ComfyUI answering?",
+        summary="Liveness: the worker process runs (no call to ComfyUI)",
     )
     async def health(request: Request) -> Any:
         bridge = _bridge(request)
         now = datetime.now(UTC).isoformat()
-        try:
-            running, pending = await bridge.client.queue_counts()
-        except ComfyUIError as exc:
+        if not bridge.alive:
             return JSONResponse(
-                UnhealthyResponse(error=exc.detail, timestamp=now).model_dump(), status_code=503
+                UnhealthyResponse(
+                    error="a background task of the worker has stopped", timestamp=now
+                ).model_dump(),
+                status_code=503,
             )
+        probe = bridge.watchdog.health
         return HealthResponse(
-            queue_running=running,
-            queue_pending=pending,
+            comfyui_server="connected" if probe.ok else "disconnected",
+            queue_running=probe.queue_running,
+            queue_pending=probe.queue_pending,
             websocket_connected=bridge.client.connected,
+            last_probe=probe.checked_at.isoformat() if probe.checked_at else None,
             timestamp=now,
         )
+
+    @app.get(
+        "/ready",
+        response_model=ReadyResponse,
+        responses={503: {"model": ReadyResponse}},
+        summary="Readiness: ComfyUI answers, websocket up, warm-up done, not stopping",
+    )
+    async def ready(request: Request) -> Any:
+        reasons = _bridge(request).not_ready_reasons()
+        body = ReadyResponse(
+            status="not_ready" if reasons else "ready",
+            reasons=reasons,
+            timestamp=datetime.now(UTC).isoformat(),
+        )
+        return JSONResponse(body.model_dump(), status_code=503 if reasons else 200)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus(request: Request) -> Response:
+        metrics: Metrics = request.app.state.metrics
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     # ComfyUI-compatible read and control endpoints, passed through unchanged.
     for method, path, summary in (
@@ -169,6 +259,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             methods=[method],
             summary=f"{summary} (ComfyUI passthrough)",
             name=f"comfyui_{method.lower()}_{path}",
+            dependencies=[Depends(rate_limited)] if path == "/view" else None,
         )
 
 
@@ -191,11 +282,8 @@ def _forwarder(method: str) -> Any:
 
 
 def _passthrough(answer: RawResponse) -> Response:
-    headers = {
-        k: v
-        for k, v in answer.headers.items()
-        if k.lower() in ("content-disposition", "cache-control")
-    }
+    kept = ("content-disposition", "cache-control")
+    headers = {k: v for k, v in answer.headers.items() if k.lower() in kept}
     return Response(
         content=answer.body,
         status_code=answer.status,
@@ -215,6 +303,7 @@ async def _until_disconnected(request: Request) -> None:
 def _add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(ComfyUIError)
     async def comfyui_error(request: Request, exc: ComfyUIError) -> JSONResponse:
+        structlog.contextvars.bind_contextvars(outcome=exc.code)
         return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -228,7 +317,7 @@ def _add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(
-            error_body("http_error", str(exc.detail)),
+            error_body(_HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
@@ -242,11 +331,76 @@ def _add_exception_handlers(app: FastAPI) -> None:
         )
 
 
-class RequestLogMiddleware:
-    """One log line per request, with a request id bound for every line logged meanwhile."""
+async def _send_error(send: Send, error: ComfyUIError) -> None:
+    response = JSONResponse(error.to_body(), status_code=error.status_code, headers=error.headers)
+    await response({"type": "http"}, _no_receive, send)
 
-    def __init__(self, app: ASGIApp) -> None:
+
+async def _no_receive() -> Message:  # pragma: no cover - responses never read
+    return {"type": "http.disconnect"}
+
+
+class ApiKeyMiddleware:
+    """When API keys are set, every route but liveness needs one (CORS preflight excepted)."""
+
+    def __init__(self, app: ASGIApp, keys: ApiKeys) -> None:
         self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.keys.enabled
+            or scope["path"] in OPEN_PATHS
+            or scope["method"] == "OPTIONS"
+        ):
+            await self.app(scope, receive, send)
+            return
+        try:
+            caller = self.keys.identify(HTTPConnection(scope))
+        except UnauthorizedError as exc:
+            await _send_error(send, exc)
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over `MAX_BODY_BYTES` with 413, announced or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"request body over {self.max_bytes} bytes (MAX_BODY_BYTES)"
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_error(send, PayloadTooLargeError(detail))
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise StarletteHTTPException(413, detail)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+class RequestLogMiddleware:
+    """One log line and one metric per request; a request id bound for every line meanwhile."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -268,6 +422,9 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe_request(endpoint, scope["method"], status)
             log.info(
                 "request",
                 method=scope["method"],
@@ -278,16 +435,36 @@ class RequestLogMiddleware:
             structlog.contextvars.clear_contextvars()
 
 
+class WorkerServer(uvicorn.Server):
+    """uvicorn, plus: on SIGTERM/SIGINT stop taking work first (readiness turns 503)."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.worker_app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        bridge: Bridge | None = getattr(self.worker_app.state, "bridge", None)
+        if bridge is not None and not bridge.shutting_down:
+            bridge.shutting_down = True
+            log.info("shutdown_requested", signal=signal.Signals(sig).name)
+        super().handle_exit(sig, frame)
+
+
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_output)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.server_host,
         port=settings.server_port,
         log_config=None,
         access_log=False,
+        # In-flight requests get this long after SIGTERM; then they are cancelled, which
+        # cancels their prompts on ComfyUI before the process exits.
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
+    WorkerServer(config, app).run()
 
 
 if __name__ == "__main__":

@@ -21,11 +21,14 @@ import aiohttp
 import structlog
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
     stop_never,
+    wait_chain,
     wait_exponential,
-    wait_exponential_jitter,
+    wait_fixed,
+    wait_random,
 )
 
 from comfyui.events import Event, parse_event
@@ -87,7 +90,13 @@ class ComfyUIClient:
         self._event_callbacks: list[EventCallback] = []
         self._connect_callbacks: list[StateCallback] = []
         self._disconnect_callbacks: list[StateCallback] = []
+        self._reconnect_now = asyncio.Event()
+        #: Websocket drops since start (for metrics).
         self.reconnects = 0
+        #: Failed connection attempts since the websocket was last up.
+        self.failed_connects = 0
+        #: ComfyUI's `queue_remaining` (running + pending) from its last status broadcast.
+        self.queue_remaining: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -121,16 +130,30 @@ class ComfyUIClient:
         return self._session
 
     @property
+    def alive(self) -> bool:
+        """Is the websocket task still running (it only ends on close)?"""
+        return self._ws_task is not None and not self._ws_task.done()
+
+    @property
     def connected(self) -> bool:
         """Is the websocket to ComfyUI up?"""
         return self._connected.is_set()
 
-    async def wait_connected(self, timeout: float) -> bool:
+    async def wait_connected(self, timeout: float | None) -> bool:
         try:
             await asyncio.wait_for(self._connected.wait(), timeout)
         except TimeoutError:
             return False
         return True
+
+    @property
+    def reconnect_exhausted(self) -> bool:
+        """Have the growing-delay attempts been spent (now retrying at the cap)?"""
+        return self.failed_connects >= self.settings.comfy_reconnect_max_attempts
+
+    def reconnect_soon(self) -> None:
+        """Cut the current backoff delay short (ComfyUI was seen answering again)."""
+        self._reconnect_now.set()
 
     def on_event(self, callback: EventCallback) -> None:
         self._event_callbacks.append(callback)
@@ -294,19 +317,18 @@ class ComfyUIClient:
 
     async def _connect(self, url: str) -> aiohttp.ClientWebSocketResponse:
         settings = self.settings
+        base, cap = settings.comfy_reconnect_base_delay_s, settings.comfy_reconnect_max_delay_s
+        # Growing delays for the first attempts, then steady attempts at the cap.
+        growing = [wait_exponential(multiplier=base, max=cap)] * (
+            settings.comfy_reconnect_max_attempts - 1
+        )
+        self._reconnect_now.clear()
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((aiohttp.ClientError, asyncio.TimeoutError, OSError)),
             stop=stop_never,
-            wait=wait_exponential_jitter(
-                multiplier=settings.comfyui_reconnect_base_delay,
-                max=settings.comfyui_reconnect_max_delay,
-                jitter=settings.comfyui_reconnect_base_delay,
-            ),
-            before_sleep=lambda state: log.info(
-                "comfyui_ws_connect_failed",
-                attempt=state.attempt_number,
-                error=_describe(state.outcome.exception()) if state.outcome else None,
-            ),
+            wait=wait_chain(*growing, wait_fixed(cap)) + wait_random(0, base / 2),
+            sleep=self._backoff_sleep,
+            before_sleep=self._connect_failed,
         ):
             with attempt:
                 return await self.session.ws_connect(
@@ -318,22 +340,47 @@ class ComfyUIClient:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _connect_failed(self, state: RetryCallState) -> None:
+        self.failed_connects += 1
+        log.info(
+            "comfyui_ws_connect_failed",
+            attempt=state.attempt_number,
+            next_delay_s=round(state.upcoming_sleep, 2),
+            error=_describe(state.outcome.exception()) if state.outcome else None,
+        )
+
+    async def _backoff_sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._reconnect_now.wait(), seconds)
+        except TimeoutError:
+            pass
+        self._reconnect_now.clear()
+
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for message in ws:
             if message.type is aiohttp.WSMsgType.TEXT:
                 event = parse_event(message.data)
                 if event is not None:
+                    if event.type == "status":
+                        self._note_status(event)
                     for callback in self._event_callbacks:
                         callback(event)
             elif message.type is aiohttp.WSMsgType.ERROR:
                 raise aiohttp.ClientConnectionError(str(ws.exception()))
             # Binary frames are live previews: not needed to answer a request.
 
+    def _note_status(self, event: Event) -> None:
+        exec_info = (event.data.get("status") or {}).get("exec_info") or {}
+        remaining = exec_info.get("queue_remaining")
+        if isinstance(remaining, int):
+            self.queue_remaining = remaining
+
     def _set_connected(self, connected: bool) -> None:
         if connected == self._connected.is_set():
             return
         if connected:
             self._connected.set()
+            self.failed_connects = 0
             log.info("comfyui_ws_connected", url=self.base_url, client_id=self.client_id)
             callbacks = self._connect_callbacks
         else:

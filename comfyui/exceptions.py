@@ -148,3 +148,40 @@ class ClientDisconnectedError(ComfyUIError):
 
     status_code = 499
     code = "client_disconnected"
+
+
+class UnauthorizedError(ComfyUIError):
+    """No valid API key was presented."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str = "A valid API key is required") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class PayloadTooLargeError(ComfyUIError):
+    """The request body or the graph is over the configured limit."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class TooManyRequestsError(ComfyUIError):
+    """Backpressure or rate limit: try again after `Retry-After` seconds."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class ShuttingDownError(ComfyUIError):
+    """The worker is stopping and takes no new work."""
+
+    status_code = 503
+    code = "shutting_down"
+
+    def __init__(self, detail: str = "The worker is shutting down") -> None:
+        super().__init__(detail, headers={"Retry-After": "5"})

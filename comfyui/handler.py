@@ -28,6 +28,8 @@ log = structlog.get_logger(__name__)
 
 #: Resolves when the caller has gone away.
 DisconnectWatch = Callable[[], Awaitable[None]]
+#: Told the outcome of each run: "success" or an error code, and the execution time.
+OutcomeObserver = Callable[[str, float | None], None]
 
 
 class PromptHandler:
@@ -37,6 +39,7 @@ class PromptHandler:
         self.client = client
         self.watcher = watcher
         self.settings = settings
+        self.observers: list[OutcomeObserver] = []
         self._background: set[asyncio.Task[None]] = set()
 
     async def submit(self, prompt: dict[str, Any], extra_data: dict[str, Any] | None = None) -> Job:
@@ -71,6 +74,28 @@ class PromptHandler:
 
         On timeout, caller disconnect or cancellation the prompt is cancelled on ComfyUI.
         """
+        try:
+            response = await self._run(request, timeout, disconnected)
+        except ComfyUIError as exc:
+            self._observe(exc.code, None)
+            raise
+        except asyncio.CancelledError:
+            self._observe("cancelled", None)
+            raise
+        self._observe("success", response.execution_time)
+        return response
+
+    def _observe(self, outcome: str, execution_time: float | None) -> None:
+        structlog.contextvars.bind_contextvars(outcome=outcome)
+        for observer in self.observers:
+            observer(outcome, execution_time)
+
+    async def _run(
+        self,
+        request: PromptSyncRequest,
+        timeout: float,
+        disconnected: DisconnectWatch | None,
+    ) -> PromptSyncResponse:
         job = await self.submit(request.prompt, request.extra_data)
         # Every later line of this request, the request line included, names the prompt.
         structlog.contextvars.bind_contextvars(prompt_id=job.prompt_id)

@@ -96,15 +96,26 @@ class QueuedPrompt(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """Liveness: the worker process runs. ComfyUI's state is the watchdog's last probe."""
+
     status: Literal["healthy"] = "healthy"
-    comfyui_server: Literal["connected"] = "connected"
+    comfyui_server: Literal["connected", "disconnected"]
     queue_running: int
     queue_pending: int
     websocket_connected: bool
+    last_probe: str | None = Field(description="When the watchdog last asked ComfyUI.")
     timestamp: str
 
 
 class UnhealthyResponse(BaseModel):
     status: Literal["unhealthy"] = "unhealthy"
     error: str
+    timestamp: str
+
+
+class ReadyResponse(BaseModel):
+    """Readiness: ComfyUI answers, the websocket is up, warm-up is done, not shutting down."""
+
+    status: Literal["ready", "not_ready"]
+    reasons: list[str] = Field(default_factory=list)
     timestamp: str

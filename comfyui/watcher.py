@@ -58,6 +58,10 @@ class PromptWatcher:
                 pass
             self._task = None
 
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     # -- tracking ----------------------------------------------------------------------
 
     def track(self, prompt_id: str) -> PromptTracker:

@@ -20,6 +20,7 @@ def _history(name: str, prompt_id: str) -> dict[str, Any]:
     (entry,) = [
         e["response"][prompt_id] for e in transcripts.responses(name, f"/history/{prompt_id}")
     ]
+    assert isinstance(entry, dict)
     return entry
 
 
