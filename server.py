@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,8 +39,10 @@ from comfyui.metrics import CONTENT_TYPE, Metrics
 from comfyui.schemas import (
     ErrorResponse,
     HealthResponse,
+    InterruptRequest,
     PromptSyncRequest,
     PromptSyncResponse,
+    QueueChange,
     QueuedPrompt,
     ReadyResponse,
     UnhealthyResponse,
@@ -237,30 +240,85 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         metrics: Metrics = request.app.state.metrics
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    # ComfyUI-compatible read and control endpoints, passed through unchanged.
-    for method, path, summary in (
-        ("GET", "/prompt", "Queue remaining"),
-        ("GET", "/queue", "Running and pending prompts"),
-        ("POST", "/queue", "Delete pending prompts or clear the queue"),
-        ("GET", "/history", "Prompt history"),
-        ("GET", "/history/{prompt_id}", "History of one prompt"),
-        ("POST", "/history", "Delete or clear history"),
-        ("POST", "/interrupt", "Interrupt the running prompt"),
-        ("GET", "/view", "An output, temp or input file"),
-        ("POST", "/upload/image", "Upload an input image (multipart)"),
-        ("GET", "/object_info", "Every node class"),
-        ("GET", "/object_info/{node_class}", "One node class"),
-        ("GET", "/system_stats", "ComfyUI system information"),
-        ("GET", "/embeddings", "Embedding names"),
+    # ComfyUI-compatible endpoints, passed through unchanged. Bodies ComfyUI parses as
+    # JSON are checked first: ComfyUI answers a bare 500 to anything else.
+    for path, summary in (
+        ("/queue", "Delete pending prompts or clear the queue"),
+        ("/history", "Delete or clear history"),
     ):
         app.add_api_route(
             path,
-            _forwarder(method),
-            methods=[method],
+            _json_forwarder(path, QueueChange),
+            methods=["POST"],
             summary=f"{summary} (ComfyUI passthrough)",
-            name=f"comfyui_{method.lower()}_{path}",
+            name=f"comfyui_post_{path}",
+            responses={400: _ERRORS[400]},
+            openapi_extra=_body_doc(QueueChange),
+        )
+    app.add_api_route(
+        "/interrupt",
+        _json_forwarder("/interrupt", InterruptRequest, optional=True),
+        methods=["POST"],
+        summary="Interrupt the running prompt (ComfyUI passthrough)",
+        responses={400: _ERRORS[400]},
+        openapi_extra=_body_doc(InterruptRequest, required=False),
+    )
+    app.add_api_route(
+        "/upload/image",
+        _forwarder("POST"),
+        methods=["POST"],
+        summary="Upload an input image, multipart (ComfyUI passthrough)",
+    )
+    for path, summary in (
+        ("/prompt", "Queue remaining"),
+        ("/queue", "Running and pending prompts"),
+        ("/history", "Prompt history"),
+        ("/history/{prompt_id}", "History of one prompt"),
+        ("/view", "An output, temp or input file"),
+        ("/object_info", "Every node class"),
+        ("/object_info/{node_class}", "One node class"),
+        ("/system_stats", "ComfyUI system information"),
+        ("/embeddings", "Embedding names"),
+    ):
+        app.add_api_route(
+            path,
+            _forwarder("GET"),
+            methods=["GET"],
+            summary=f"{summary} (ComfyUI passthrough)",
+            name=f"comfyui_get_{path}",
             dependencies=[Depends(rate_limited)] if path == "/view" else None,
         )
+
+
+def _json_forwarder(path: str, model: type[BaseModel], *, optional: bool = False) -> Any:
+    """A passthrough whose body must be a JSON object of `model`'s shape (empty if optional)."""
+
+    async def forward(request: Request) -> Response:
+        raw = await request.body()
+        if raw.strip() or not optional:
+            try:
+                model.model_validate_json(raw)
+            except ValidationError as exc:
+                raise InvalidRequestError(f"invalid {path} body: {_problems(exc)}") from None
+        answer = await _bridge(request).client.forward(
+            "POST", path, body=raw, headers={"Content-Type": "application/json"}
+        )
+        return _passthrough(answer)
+
+    return forward
+
+
+def _body_doc(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """OpenAPI request body for a route that reads its body itself (to forward it raw)."""
+    schema = {"application/json": {"schema": model.model_json_schema()}}
+    return {"requestBody": {"content": schema, "required": required}}
+
+
+def _problems(exc: ValidationError | RequestValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err.get('loc', ())) or 'body'}: {err.get('msg')}"
+        for err in exc.errors()
+    )
 
 
 def _forwarder(method: str) -> Any:
@@ -308,11 +366,7 @@ def _add_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')}"
-            for err in exc.errors()
-        )
-        return JSONResponse(error_body("invalid_request", problems), status_code=422)
+        return JSONResponse(error_body("invalid_request", _problems(exc)), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -119,3 +119,20 @@ class ReadyResponse(BaseModel):
     status: Literal["ready", "not_ready"]
     reasons: list[str] = Field(default_factory=list)
     timestamp: str
+
+
+class QueueChange(BaseModel):
+    """Body of `POST /queue` and `POST /history` (ComfyUI's own shape)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    clear: bool | None = Field(None, description="Wipe all pending prompts (or all history).")
+    delete: list[str] | None = Field(None, description="Prompt ids to remove.")
+
+
+class InterruptRequest(BaseModel):
+    """Body of `POST /interrupt`; without `prompt_id` whatever runs is interrupted."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt_id: str | None = None
