@@ -213,6 +213,33 @@ class ComfyUIClient:
         data = await self._get_json(f"/object_info/{class_type}")
         return isinstance(data, dict) and class_type in data
 
+    async def upload_image(self, filename: str, data: bytes, content_type: str) -> dict[str, Any]:
+        """POST /upload/image (multipart) into the input folder, never overwriting.
+
+        Answers ComfyUI's `{"name", "subfolder", "type"}`; `name` differs from `filename`
+        when ComfyUI renamed the upload to keep another file of that name.
+        """
+
+        def form() -> aiohttp.FormData:
+            body = aiohttp.FormData()
+            body.add_field("image", data, filename=filename, content_type=content_type)
+            body.add_field("type", "input")
+            body.add_field("overwrite", "false")
+            return body
+
+        url = self.base_url + "/upload/image"
+        # Not idempotent (a repeat would store a second copy): retried only if never sent.
+        response = await self._with_retry(lambda: self._raw("POST", url, data=form()), _NOT_SENT)
+        if response.status != 200:
+            raise ComfyUIProtocolError(f"ComfyUI /upload/image answered {response.status}")
+        try:
+            answer = jsonlib.loads(response.body)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or not isinstance(answer.get("name"), str):
+            raise ComfyUIProtocolError("ComfyUI /upload/image answered an unexpected body")
+        return answer
+
     @asynccontextmanager
     async def open_view(
         self, filename: str, subfolder: str, folder_type: str

@@ -221,7 +221,7 @@ async def test_error_answers_and_timeouts_are_fetch_errors(origin: Origin) -> No
     try:
         with pytest.raises(InputFetchError, match="HTTP 404"):
             await downloader.fetch(origin.url("/missing.png"))
-        with pytest.raises(InputFetchError, match="longer than 0.2 s"):
+        with pytest.raises(InputFetchError, match=r"longer than 0\.2 s"):
             await downloader.fetch(origin.url("/slow"))
     finally:
         await downloader.close()
