@@ -34,6 +34,7 @@ from comfyui.exceptions import (
     UnauthorizedError,
     error_body,
 )
+from comfyui.file_route import serve_output
 from comfyui.logs import configure_logging
 from comfyui.metrics import CONTENT_TYPE, Metrics
 from comfyui.schemas import (
@@ -167,8 +168,25 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         with bridge.admission.slot():
             bridge.admission.check_submission(body.prompt)
             return await bridge.handler.run(
-                body, wait, disconnected=lambda: _until_disconnected(request)
+                body,
+                wait,
+                disconnected=lambda: _until_disconnected(request),
+                base_url=str(request.base_url),
             )
+
+    @app.get(
+        "/outputs/{folder_type}/{path:path}",
+        response_class=Response,
+        responses={
+            200: {"description": "The file's bytes", "content": {"application/octet-stream": {}}},
+            404: {"model": ErrorResponse, "description": "No such output or temp file"},
+            502: _ERRORS[502],
+        },
+        summary="An output or temp file of ComfyUI (the `url` of reference mode)",
+        dependencies=[Depends(rate_limited)],
+    )
+    async def output_file(folder_type: str, path: str, request: Request) -> Response:
+        return await serve_output(_bridge(request).handler.reader, folder_type, path)
 
     @app.post(
         "/prompt",
