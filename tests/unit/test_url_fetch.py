@@ -2,69 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from comfyui.exceptions import ForbiddenInputURLError, InputFetchError, InputTooLargeError
 from comfyui.url_fetch import AddressPolicy, BlockedAddressError, UrlFetcher, check_endpoint
+from tests.origin import Origin, serve_origin
 
 LOOPBACK_ONLY = AddressPolicy(allowed_networks=["127.0.0.1/32"])
 
 
-class Origin:
-    """A tiny HTTP server on 127.0.0.1 that records the paths it was asked for."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        self.port = 0
-        self.app = web.Application()
-        self.app.router.add_get("/{tail:.*}", self.handle)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.paths.append(request.path)
-        if request.path == "/image.png":
-            return web.Response(body=b"\x89PNG fake", content_type="image/png")
-        if request.path.startswith("/redirect"):
-            raise web.HTTPFound(request.query["to"])
-        if request.path == "/loop":
-            raise web.HTTPFound("/loop")
-        if request.path == "/big":
-            return web.Response(body=b"x" * 2048)
-        if request.path == "/big-chunked":
-            response = web.StreamResponse()
-            response.enable_chunked_encoding()
-            await response.prepare(request)
-            for _ in range(4):
-                await response.write(b"y" * 512)
-            await response.write_eof()
-            return response
-        if request.path == "/slow":
-            await asyncio.sleep(5)
-            return web.Response(body=b"late")
-        return web.Response(status=404)
-
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
-
-
 @pytest.fixture
 async def origin() -> AsyncIterator[Origin]:
-    server = Origin()
-    runner = web.AppRunner(server.app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.port = runner.addresses[0][1]
-    try:
+    async with serve_origin() as server:
         yield server
-    finally:
-        await runner.cleanup()
 
 
 class StubResolver(AbstractResolver):
