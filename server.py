@@ -24,6 +24,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from comfyui.access import OPEN_PATHS, ApiKeys, RateLimiter
+from comfyui.answer import render_answer
 from comfyui.bridge import Bridge
 from comfyui.client import RawResponse
 from comfyui.exceptions import (
@@ -156,7 +157,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             gt=0,
             description="Seconds to wait (default DEFAULT_TIMEOUT, at most MAX_TIMEOUT).",
         ),
-    ) -> PromptSyncResponse:
+    ) -> Response:
         bridge = _accepting(request)
         wait = settings.default_timeout if timeout is None else timeout
         if wait > settings.max_timeout:
@@ -167,12 +168,13 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             structlog.contextvars.bind_contextvars(caller_client_id=body.client_id)
         with bridge.admission.slot():
             bridge.admission.check_submission(body.prompt)
-            return await bridge.handler.run(
+            answer = await bridge.handler.run(
                 body,
                 wait,
                 disconnected=lambda: _until_disconnected(request),
                 base_url=str(request.base_url),
             )
+        return render_answer(answer)
 
     @app.get(
         "/outputs/{folder_type}/{path:path}",

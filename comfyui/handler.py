@@ -92,6 +92,8 @@ class PromptHandler:
 
         On timeout, caller disconnect or cancellation the prompt is cancelled on ComfyUI.
         `base_url` is where the caller reached the worker (for worker URLs of outputs).
+        In base64 mode `data` fields hold tokens: `comfyui.answer.render_answer` renders
+        the HTTP answer, `comfyui.answer.materialize` gives a copy with the text.
         """
         try:
             response = await self._run(request, timeout, disconnected, base_url)
@@ -161,7 +163,7 @@ class PromptHandler:
             files=len(files),
             mode=plan.delivery.mode,
         )
-        return PromptSyncResponse(
+        answer = PromptSyncResponse(
             prompt_id=job.prompt_id,
             execution_time=execution_time,
             outputs=outputs,
@@ -169,6 +171,8 @@ class PromptHandler:
             files=files,
             texts=collect_texts(outputs),
         )
+        answer._inline = context.inline.payloads
+        return answer
 
     async def close(self) -> None:
         """Let pending cancellations reach ComfyUI before the worker exits."""

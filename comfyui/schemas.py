@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
 _EXAMPLE_GRAPH: dict[str, Any] = {
     "1": {
@@ -174,6 +174,8 @@ class PromptSyncResponse(BaseModel):
     )
     texts: list[TextOutput] = Field(default_factory=list, description="Every text output.")
     node_errors: dict[str, Any] = Field(default_factory=dict)
+    #: base64 mode: the encodings `data` fields name by token (see comfyui/answer.py).
+    _inline: dict[str, bytearray] = PrivateAttr(default_factory=dict)
 
 
 class ErrorResponse(BaseModel):

@@ -1,4 +1,10 @@
-"""base64 mode: the bytes inline, encoded once per file from its stream."""
+"""base64 mode: the bytes inline, encoded once per file from its stream.
+
+The encoding is held once, as ASCII bytes, in the request's `InlinePayloads`; `data` of the
+descriptor holds a token naming it. The answer is rendered with the payloads spliced in
+where their tokens stand (`comfyui/answer.py`), so a large output is neither copied into a
+Python string nor into the JSON text, however many fields show it.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +15,37 @@ from comfyui.outputs import OutputSource
 from comfyui.schemas import FileOutput
 
 
-async def encode_base64(source: OutputSource) -> tuple[str, int]:
-    """The source as one base64 string, and its size in bytes.
+async def encode_base64(source: OutputSource) -> tuple[bytearray, int]:
+    """The source's base64 encoding as ASCII bytes, and its size in bytes.
 
-    Encoded chunk by chunk (whole multiples of 3 bytes, so the pieces concatenate into
-    one valid encoding) into one growing buffer, decoded to `str` once at the end.
+    Encoded chunk by chunk (whole multiples of 3 bytes, so the pieces concatenate into one
+    valid encoding), into one buffer allocated at its final size when the size is known.
     """
-    encoded = bytearray()
+    expected = source.size
+    encoded = bytearray(4 * ((expected + 2) // 3)) if expected is not None else bytearray()
+    written = 0
     carry = b""
     size = 0
+
+    def put(piece: bytes) -> None:
+        nonlocal written
+        end = written + len(piece)
+        if end > len(encoded):  # size unknown or wrong: grow instead
+            encoded[written:] = piece
+        else:
+            encoded[written:end] = piece
+        written = end
+
     async for chunk in source.chunks():
         size += len(chunk)
         if carry:
             chunk = carry + chunk
         whole = len(chunk) - len(chunk) % 3
-        encoded += binascii.b2a_base64(memoryview(chunk)[:whole], newline=False)
+        put(binascii.b2a_base64(memoryview(chunk)[:whole], newline=False))
         carry = chunk[whole:]
-    encoded += binascii.b2a_base64(carry, newline=False)
-    return encoded.decode("ascii"), size
+    put(binascii.b2a_base64(carry, newline=False))
+    del encoded[written:]
+    return encoded, size
 
 
 class InlineDelivery(Delivery):
@@ -35,4 +54,5 @@ class InlineDelivery(Delivery):
     async def deliver(
         self, item: FileOutput, source: OutputSource, name: str, context: DeliveryContext
     ) -> None:
-        item.data, item.size = await encode_base64(source)
+        payload, item.size = await encode_base64(source)
+        item.data = context.inline.add(payload)
