@@ -18,6 +18,11 @@ from comfyui.outputs import LocalSource, OutputSource, discard, local_file
 
 Format = Literal["webp", "jpeg"]
 
+#: Still-image types re-encoded; other files (SVG, video, ...) are delivered as they are.
+CONVERTIBLE = frozenset(
+    {"image/png", "image/jpeg", "image/webp", "image/bmp", "image/tiff", "image/gif"}
+)
+
 _PILLOW = {"webp": "WEBP", "jpeg": "JPEG"}
 _MIME = {"webp": "image/webp", "jpeg": "image/jpeg"}
 _SUFFIX = {"webp": ".webp", "jpeg": ".jpg"}

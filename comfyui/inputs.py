@@ -55,6 +55,8 @@ def safe_name(name: str) -> str:
     problem = None
     if not cleaned:
         problem = "is empty"
+    elif any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in cleaned):
+        problem = "contains control, format or unassigned characters"
     elif len(cleaned.encode()) > _MAX_NAME:
         problem = f"is longer than {_MAX_NAME} bytes"
     elif "/" in cleaned or "\\" in cleaned:
@@ -63,8 +65,6 @@ def safe_name(name: str) -> str:
         problem = "starts with a dot"
     elif ":" in cleaned:
         problem = "contains ':'"
-    elif any(unicodedata.category(ch).startswith("C") for ch in cleaned):
-        problem = "contains control characters"
     if problem:
         raise InvalidInputError(f"input image name {name!r} {problem}")
     return cleaned

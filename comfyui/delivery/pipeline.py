@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from comfyui.convert import converted
+from comfyui.convert import CONVERTIBLE, converted
 from comfyui.delivery.base import DeliveryContext
 from comfyui.delivery.modes import DeliveryPlan
-from comfyui.outputs import OutputReader, OutputRef, OutputSource
+from comfyui.outputs import OutputReader, OutputRef
 from comfyui.schemas import FileOutput
 
 
@@ -45,22 +45,12 @@ async def _deliver(
     async with reader.open(
         ref.filename, ref.subfolder, ref.type, prompt_id=context.prompt_id
     ) as source:
-        if conversion is None or ref.kind != "image":
-            await _hand_over(item, source, ref.filename, plan, context)
+        if conversion is None or ref.mime_type not in CONVERTIBLE:
+            await plan.delivery.deliver(item, source, ref.filename, context)
             return item
         async with converted(source, conversion, name=ref.filename) as (result, changed):
             name = ref.filename
             if changed:
                 item.mime_type, name = conversion.mime_type, conversion.rename(ref.filename)
-            await _hand_over(item, result, name, plan, context)
+            await plan.delivery.deliver(item, result, name, context)
     return item
-
-
-async def _hand_over(
-    item: FileOutput,
-    source: OutputSource,
-    name: str,
-    plan: DeliveryPlan,
-    context: DeliveryContext,
-) -> None:
-    await plan.delivery.deliver(item, source, name, context)

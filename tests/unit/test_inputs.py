@@ -57,6 +57,8 @@ def test_plain_names_are_kept(name: str) -> None:
         ".hidden.png",
         "nul\x00.png",
         "new\nline.png",
+        "lone\ud800surrogate.png",
+        "right\u202eleft.png",
         "",
         "x" * 256 + ".png",
     ],
