@@ -209,6 +209,30 @@ class ComfyUIClient:
         interrupts whatever runs, so callers check first that `prompt_id` is running."""
         await self._expect_ok("POST", "/interrupt", {"prompt_id": prompt_id})
 
+    async def upload_image(
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        subfolder: str = "",
+        folder_type: str = "input",
+        overwrite: bool = False,
+    ) -> RawResponse:
+        """POST /upload/image with ComfyUI's multipart fields; ComfyUI's answer as it is."""
+
+        def form() -> aiohttp.FormData:
+            # A FormData is consumed by sending: build a new one for each attempt.
+            body = aiohttp.FormData()
+            body.add_field("image", data, filename=filename, content_type=content_type)
+            body.add_field("subfolder", subfolder)
+            body.add_field("type", folder_type)
+            body.add_field("overwrite", "true" if overwrite else "false")
+            return body
+
+        url = self.base_url + "/upload/image"
+        return await self._with_retry(lambda: self._raw("POST", url, data=form()), _NOT_SENT)
+
     async def node_exists(self, class_type: str) -> bool:
         data = await self._get_json(f"/object_info/{class_type}")
         return isinstance(data, dict) and class_type in data
