@@ -33,6 +33,7 @@ from tenacity import (
 
 from comfyui.events import Event, parse_event
 from comfyui.exceptions import ComfyUIConnectionError, ComfyUIProtocolError
+from comfyui.tasks import running, stop_task
 from config import Settings
 
 log = structlog.get_logger(__name__)
@@ -112,13 +113,8 @@ class ComfyUIClient:
 
     async def close(self) -> None:
         self._closing = True
-        if self._ws_task is not None:
-            self._ws_task.cancel()
-            try:
-                await self._ws_task
-            except asyncio.CancelledError:
-                pass
-            self._ws_task = None
+        await stop_task(self._ws_task)
+        self._ws_task = None
         if self._session is not None and self._owns_session:
             await self._session.close()
             self._session = None
@@ -132,7 +128,7 @@ class ComfyUIClient:
     @property
     def alive(self) -> bool:
         """Is the websocket task still running (it only ends on close)?"""
-        return self._ws_task is not None and not self._ws_task.done()
+        return running(self._ws_task)
 
     @property
     def connected(self) -> bool:

@@ -12,18 +12,10 @@ import pytest
 
 from tests import graphs
 from tests.fake_comfyui import FakeComfyUI
-from tests.harness import Worker
+from tests.harness import Worker, sync
 
 ERROR_KEYS = {"error", "detail", "prompt_id", "node_errors", "timestamp"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-async def sync(
-    worker: Worker, graph: dict[str, Any], *, timeout: float | None = None, **body: Any
-) -> httpx.Response:
-    params = {"timeout": timeout} if timeout is not None else None
-    async with worker.http() as http:
-        return await http.post("/prompt_sync", json={"prompt": graph, **body}, params=params)
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
