@@ -154,7 +154,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         request: Request,
         timeout: float | None = Query(
             None,
-            gt=0,
+            ge=1,
             description="Seconds to wait (default DEFAULT_TIMEOUT, at most MAX_TIMEOUT).",
         ),
     ) -> Response:
@@ -285,9 +285,11 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
     )
     app.add_api_route(
         "/upload/image",
-        _forwarder("POST"),
+        _upload_forwarder,
         methods=["POST"],
         summary="Upload an input image, multipart (ComfyUI passthrough)",
+        responses={400: _ERRORS[400], 413: _ERRORS[413]},
+        openapi_extra=_UPLOAD_DOC,
     )
     for path, summary in (
         ("/prompt", "Queue remaining"),
@@ -307,6 +309,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             summary=f"{summary} (ComfyUI passthrough)",
             name=f"comfyui_get_{path}",
             dependencies=[Depends(rate_limited)] if path == "/view" else None,
+            openapi_extra=_path_params_doc(path),
         )
 
 
@@ -317,15 +320,95 @@ def _json_forwarder(path: str, model: type[BaseModel], *, optional: bool = False
         raw = await request.body()
         if raw.strip() or not optional:
             try:
-                model.model_validate_json(raw)
+                body = model.model_validate_json(raw)
             except ValidationError as exc:
                 raise InvalidRequestError(f"invalid {path} body: {_problems(exc)}") from None
+            # Nulls are dropped: ComfyUI iterates `delete` and breaks on `null`.
+            raw = body.model_dump_json(exclude_none=True).encode()
         answer = await _bridge(request).client.forward(
             "POST", path, body=raw, headers={"Content-Type": "application/json"}
         )
         return _passthrough(answer)
 
     return forward
+
+
+async def _upload_forwarder(request: Request) -> Response:
+    """`POST /upload/image`: multipart passed through; a malformed one is refused here
+    (ComfyUI answers a bare 500 to a multipart type without a boundary)."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data") or "boundary=" not in content_type:
+        raise InvalidRequestError("upload needs a multipart/form-data body with a boundary")
+    try:
+        form = await request.form()
+    except Exception as exc:  # python-multipart raises several types for broken bodies
+        raise InvalidRequestError(f"malformed multipart body: {exc}") from None
+    image = form.get("image")
+    if isinstance(image, str) or image is None or not image.filename:
+        raise InvalidRequestError("upload needs a file in the `image` field")
+    for name in ("subfolder", "type", "overwrite"):
+        value = form.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequestError(f"`{name}` must be a plain form field")
+    subfolder = str(form.get("subfolder") or "")
+    folder_type = str(form.get("type") or "input")
+    check_upload_fields(filename=image.filename, subfolder=subfolder, folder_type=folder_type)
+    # Only the fields ComfyUI reads are sent on: its multipart parser fails (500) on some
+    # field names a client can send.
+    answer = await _bridge(request).client.upload_image(
+        await image.read(),
+        filename=image.filename,
+        content_type=image.content_type or "application/octet-stream",
+        subfolder=subfolder,
+        folder_type=folder_type,
+        overwrite=str(form.get("overwrite") or "").lower() in ("true", "1"),
+    )
+    return _passthrough(answer)
+
+
+def check_upload_fields(*, filename: str, subfolder: str, folder_type: str) -> None:
+    """Untrusted names must stay inside ComfyUI's folders and be plain text."""
+    if folder_type not in ("input", "temp", "output"):
+        raise InvalidRequestError("`type` must be input, temp or output")
+    for label, value in (("filename", filename), ("subfolder", subfolder)):
+        if any(ord(ch) < 32 for ch in value) or "\\" in value:
+            raise InvalidRequestError(f"{label} contains control characters or backslashes")
+        parts = value.split("/")
+        if value.startswith("/") or ".." in parts:
+            raise InvalidRequestError(f"{label} must be a relative path inside the folder")
+
+
+_UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "subfolder": {"type": "string"},
+                        "overwrite": {"type": "string", "enum": ["true", "false"]},
+                        "type": {"type": "string", "enum": ["input", "temp", "output"]},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _path_params_doc(path: str) -> dict[str, Any] | None:
+    """Declare the `{name}` parts of a passthrough path, which reads them itself."""
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    if not names:
+        return None
+    return {
+        "parameters": [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+        ]
+    }
 
 
 def _body_doc(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
@@ -522,6 +605,10 @@ class WorkerServer(uvicorn.Server):
             bridge.shutting_down = True
             log.info("shutdown_requested", signal=signal.Signals(sig).name)
         super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            # uvicorn re-raises captured signals after its graceful shutdown, so the process
+            # would die "by SIGTERM". A drained shutdown is a clean exit: status 0.
+            self._captured_signals = [s for s in self._captured_signals if s != sig]
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from tenacity import (
 
 from comfyui.events import Event, parse_event
 from comfyui.exceptions import ComfyUIConnectionError, ComfyUIProtocolError
+from comfyui.tasks import running, stop_task
 from config import Settings
 
 log = structlog.get_logger(__name__)
@@ -112,13 +113,8 @@ class ComfyUIClient:
 
     async def close(self) -> None:
         self._closing = True
-        if self._ws_task is not None:
-            self._ws_task.cancel()
-            try:
-                await self._ws_task
-            except asyncio.CancelledError:
-                pass
-            self._ws_task = None
+        await stop_task(self._ws_task)
+        self._ws_task = None
         if self._session is not None and self._owns_session:
             await self._session.close()
             self._session = None
@@ -132,7 +128,7 @@ class ComfyUIClient:
     @property
     def alive(self) -> bool:
         """Is the websocket task still running (it only ends on close)?"""
-        return self._ws_task is not None and not self._ws_task.done()
+        return running(self._ws_task)
 
     @property
     def connected(self) -> bool:
@@ -209,36 +205,33 @@ class ComfyUIClient:
         interrupts whatever runs, so callers check first that `prompt_id` is running."""
         await self._expect_ok("POST", "/interrupt", {"prompt_id": prompt_id})
 
-    async def node_exists(self, class_type: str) -> bool:
-        data = await self._get_json(f"/object_info/{class_type}")
-        return isinstance(data, dict) and class_type in data
-
-    async def upload_image(self, filename: str, data: bytes, content_type: str) -> dict[str, Any]:
-        """POST /upload/image (multipart) into the input folder, never overwriting.
-
-        Answers ComfyUI's `{"name", "subfolder", "type"}`; `name` differs from `filename`
-        when ComfyUI renamed the upload to keep another file of that name.
-        """
+    async def upload_image(
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        subfolder: str = "",
+        folder_type: str = "input",
+        overwrite: bool = False,
+    ) -> RawResponse:
+        """POST /upload/image with ComfyUI's multipart fields; ComfyUI's answer as it is."""
 
         def form() -> aiohttp.FormData:
+            # A FormData is consumed by sending: build a new one for each attempt.
             body = aiohttp.FormData()
             body.add_field("image", data, filename=filename, content_type=content_type)
-            body.add_field("type", "input")
-            body.add_field("overwrite", "false")
+            body.add_field("subfolder", subfolder)
+            body.add_field("type", folder_type)
+            body.add_field("overwrite", "true" if overwrite else "false")
             return body
 
         url = self.base_url + "/upload/image"
-        # Not idempotent (a repeat would store a second copy): retried only if never sent.
-        response = await self._with_retry(lambda: self._raw("POST", url, data=form()), _NOT_SENT)
-        if response.status != 200:
-            raise ComfyUIProtocolError(f"ComfyUI /upload/image answered {response.status}")
-        try:
-            answer = jsonlib.loads(response.body)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict) or not isinstance(answer.get("name"), str):
-            raise ComfyUIProtocolError("ComfyUI /upload/image answered an unexpected body")
-        return answer
+        return await self._with_retry(lambda: self._raw("POST", url, data=form()), _NOT_SENT)
+
+    async def node_exists(self, class_type: str) -> bool:
+        data = await self._get_json(f"/object_info/{class_type}")
+        return isinstance(data, dict) and class_type in data
 
     @asynccontextmanager
     async def open_view(

@@ -12,6 +12,7 @@ import base64
 import binascii
 import copy
 import io
+import json
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from comfyui.client import ComfyUIClient
 from comfyui.exceptions import (
+    ComfyUIProtocolError,
     ForbiddenInputURLError,
     InputTooLargeError,
     InvalidInputError,
@@ -147,9 +149,7 @@ class InputImages:
 
     async def upload(self, decoded: list[DecodedImage]) -> dict[str, str]:
         """Upload into ComfyUI's input folder; answers name -> the name LoadImage must use."""
-        answers = await asyncio.gather(
-            *(self.client.upload_image(d.name, d.data, d.mime_type) for d in decoded)
-        )
+        answers = await asyncio.gather(*(self._upload_one(d) for d in decoded))
         stored: dict[str, str] = {}
         for image, answer in zip(decoded, answers, strict=True):
             subfolder = str(answer.get("subfolder") or "")
@@ -157,6 +157,24 @@ class InputImages:
             stored[image.name] = final
             log.info("input_uploaded", name=image.name, stored_as=final, size=len(image.data))
         return stored
+
+    async def _upload_one(self, image: DecodedImage) -> dict[str, Any]:
+        """Upload without overwriting; ComfyUI's `{"name", "subfolder", "type"}`, where `name`
+        differs from ours when ComfyUI renamed the upload to keep another file of that name."""
+        response = await self.client.upload_image(
+            image.data, filename=image.name, content_type=image.mime_type, overwrite=False
+        )
+        if response.status != 200:
+            raise ComfyUIProtocolError(
+                f"ComfyUI /upload/image answered {response.status} for {image.name!r}"
+            )
+        try:
+            answer = json.loads(response.body)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or not isinstance(answer.get("name"), str):
+            raise ComfyUIProtocolError("ComfyUI /upload/image answered an unexpected body")
+        return answer
 
     async def _decode(self, index: int, name: str, source: str) -> DecodedImage:
         max_bytes = self.settings.input_image_max_bytes

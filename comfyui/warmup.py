@@ -11,6 +11,7 @@ from comfyui.client import ComfyUIClient
 from comfyui.exceptions import ComfyUIError
 from comfyui.handler import PromptHandler
 from comfyui.schemas import PromptSyncRequest
+from comfyui.tasks import stop_task
 from config import Settings
 
 log = structlog.get_logger(__name__)
@@ -43,12 +44,8 @@ class Warmup:
             self._task = asyncio.create_task(self._run(), name="warmup")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         assert self.request is not None

@@ -16,6 +16,7 @@ import structlog
 
 from comfyui.client import ComfyUIClient
 from comfyui.exceptions import ComfyUIError
+from comfyui.tasks import running, stop_task
 from config import Settings
 
 log = structlog.get_logger(__name__)
@@ -48,18 +49,13 @@ class Watchdog:
         self._task = asyncio.create_task(self._loop(), name="comfyui-watchdog")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     @property
     def alive(self) -> bool:
         """Is the probe loop still running (a liveness fact about this process)?"""
-        return self._task is not None and not self._task.done()
+        return running(self._task)
 
     async def probe(self) -> ComfyUIHealth:
         now = datetime.now(UTC)

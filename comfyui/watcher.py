@@ -24,6 +24,7 @@ from comfyui.client import ComfyUIClient
 from comfyui.events import Event
 from comfyui.exceptions import ComfyUIConnectionError, ComfyUIError
 from comfyui.router import EventRouter
+from comfyui.tasks import running, stop_task
 from comfyui.tracker import PromptState, PromptTracker
 from config import Settings
 
@@ -50,17 +51,12 @@ class PromptWatcher:
         self._task = asyncio.create_task(self._loop(), name="comfyui-reconcile")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     @property
     def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return running(self._task)
 
     # -- tracking ----------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import uvicorn
@@ -75,3 +76,12 @@ async def running_worker(settings: Settings, *, connected: bool = True) -> Async
     finally:
         server.should_exit = True
         await task
+
+
+async def sync(
+    worker: Worker, graph: dict[str, Any], *, timeout: float | None = None, **body: Any
+) -> httpx.Response:
+    """POST /prompt_sync with `graph` and any other body fields."""
+    params = {"timeout": timeout} if timeout is not None else None
+    async with worker.http() as http:
+        return await http.post("/prompt_sync", json={"prompt": graph, **body}, params=params)

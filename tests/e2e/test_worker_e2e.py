@@ -15,7 +15,7 @@ import pytest
 from comfyui.events import Event
 from tests import graphs
 from tests.e2e.real_comfyui import RealComfyUI
-from tests.harness import Worker, running_worker, worker_settings
+from tests.harness import Worker, running_worker, sync, worker_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -39,14 +39,6 @@ async def direct(comfy: RealComfyUI) -> AsyncIterator[httpx.AsyncClient]:
     """A plain HTTP client of the real ComfyUI, for checking what it really did."""
     async with httpx.AsyncClient(base_url=comfy.url, timeout=30) as client:
         yield client
-
-
-async def sync(
-    worker: Worker, graph: dict[str, Any], *, timeout: float | None = None, **body: Any
-) -> httpx.Response:
-    params = {"timeout": timeout} if timeout is not None else None
-    async with worker.http() as http:
-        return await http.post("/prompt_sync", json={"prompt": graph, **body}, params=params)
 
 
 async def wait_idle(direct: httpx.AsyncClient, timeout: float = 15) -> dict[str, Any]:

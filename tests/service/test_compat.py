@@ -68,17 +68,21 @@ async def test_upload_image_passes_multipart_through(worker: Worker, fake: FakeC
     assert (fake.input_dir / "upload.png").read_bytes().startswith(b"\x89PNG")
 
 
-async def test_health_reports_queue_and_comfyui_loss(worker: Worker, fake: FakeComfyUI) -> None:
+async def test_health_is_liveness_with_the_last_probe(worker: Worker, fake: FakeComfyUI) -> None:
     async with worker.http() as http:
         healthy = await http.get("/health")
         assert healthy.status_code == 200
         body = healthy.json()
         assert body["status"] == "healthy" and body["comfyui_server"] == "connected"
         assert body["queue_running"] == 0 and body["queue_pending"] == 0
+        assert body["websocket_connected"] is True and body["last_probe"]
         await fake.crash()
-        unhealthy = await http.get("/health")
-    assert unhealthy.status_code == 503
-    assert unhealthy.json()["status"] == "unhealthy" and unhealthy.json()["error"]
+        await fake.wait_for(lambda: not worker.bridge.watchdog.health.ok)
+        # A dead ComfyUI is not a reason to restart the worker: liveness stays 200.
+        after = await http.get("/health")
+    assert after.status_code == 200
+    assert after.json()["comfyui_server"] == "disconnected"
+    assert after.json()["websocket_connected"] is False
 
 
 async def test_unknown_route_uses_the_error_shape(worker: Worker) -> None:
