@@ -30,6 +30,7 @@ from comfyui.exceptions import (
     InvalidRequestError,
 )
 from comfyui.schemas import InputImage
+from comfyui.tasks import gather_or_cancel
 from comfyui.url_fetch import UrlFetcher
 from config import Settings
 
@@ -138,18 +139,17 @@ class InputImages:
                     f"images[{index}]: the name {name!r} is used twice in this request"
                 )
             names.append(name)
-        return list(
-            await asyncio.gather(
-                *(
-                    self._decode(index, name, item.image)
-                    for index, (name, item) in enumerate(zip(names, images, strict=True))
-                )
+        # The first failure cancels the other downloads.
+        return await gather_or_cancel(
+            *(
+                self._decode(index, name, item.image)
+                for index, (name, item) in enumerate(zip(names, images, strict=True))
             )
         )
 
     async def upload(self, decoded: list[DecodedImage]) -> dict[str, str]:
         """Upload into ComfyUI's input folder; answers name -> the name LoadImage must use."""
-        answers = await asyncio.gather(*(self._upload_one(d) for d in decoded))
+        answers = await gather_or_cancel(*(self._upload_one(d) for d in decoded))
         stored: dict[str, str] = {}
         for image, answer in zip(decoded, answers, strict=True):
             subfolder = str(answer.get("subfolder") or "")

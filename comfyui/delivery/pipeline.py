@@ -9,6 +9,7 @@ from comfyui.delivery.base import DeliveryContext
 from comfyui.delivery.modes import DeliveryPlan
 from comfyui.outputs import OutputReader, OutputRef
 from comfyui.schemas import FileOutput
+from comfyui.tasks import gather_or_cancel
 
 
 async def deliver_outputs(
@@ -26,7 +27,8 @@ async def deliver_outputs(
         async with limit:
             return await _deliver(ref, reader, plan, context)
 
-    return list(await asyncio.gather(*(one(ref) for ref in refs)))
+    # The first failure cancels the deliveries still running.
+    return await gather_or_cancel(*(one(ref) for ref in refs))
 
 
 async def _deliver(
