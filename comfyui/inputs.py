@@ -53,11 +53,15 @@ class DecodedImage:
 
 def safe_name(name: str) -> str:
     """`name` if it is a plain file name; anything that could leave the input folder or
-    confuse it (separators, `..`, drive letters, control characters) is refused."""
-    cleaned = unicodedata.normalize("NFC", name.strip())
+    confuse it (separators, `..`, drive letters, control characters, edge whitespace) is
+    refused."""
+    # Refused rather than cleaned: the graph names the file exactly as the caller wrote it.
+    cleaned = name
     problem = None
     if not cleaned:
         problem = "is empty"
+    elif cleaned != cleaned.strip():
+        problem = "starts or ends with whitespace"
     elif any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in cleaned):
         problem = "contains control, format or unassigned characters"
     elif len(cleaned.encode()) > _MAX_NAME:

@@ -45,8 +45,9 @@ class S3Target:
     addressing_style: str = "auto"
     presign_expiry: int = 3600
 
-    def key(self, prompt_id: str, node_id: str, name: str) -> str:
-        return f"{self.prefix}{prompt_id}/{node_id}/{name}"
+    def key(self, prompt_id: str, node_id: str, subfolder: str, name: str) -> str:
+        folder = "".join(f"{part}/" for part in subfolder.split("/") if part)
+        return f"{self.prefix}{prompt_id}/{node_id}/{folder}{name}"
 
 
 def make_client(target: S3Target) -> Any:
@@ -81,7 +82,7 @@ class S3Delivery(Delivery):
         self, item: FileOutput, source: OutputSource, name: str, context: DeliveryContext
     ) -> None:
         target = self.target
-        key = target.key(context.prompt_id, item.node_id, name)
+        key = target.key(context.prompt_id, item.node_id, item.subfolder, name)
         try:
             async with local_file(source) as path:
                 size = path.stat().st_size

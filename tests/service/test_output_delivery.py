@@ -301,7 +301,10 @@ async def test_s3_mode_uploads_every_file_and_presigns_it(
     async with httpx.AsyncClient() as http:
         for item in body["files"]:
             assert item["bucket"] == "renders"
-            assert item["key"] == f"worker/{body['prompt_id']}/{item['node_id']}/{item['filename']}"
+            folder = f"{item['subfolder']}/" if item["subfolder"] else ""
+            assert item["key"] == (
+                f"worker/{body['prompt_id']}/{item['node_id']}/{folder}{item['filename']}"
+            )
             assert item["url"] == f"{s3_endpoint}/renders/{item['key']}"
             data, content_type = read_object(s3_endpoint, "renders", item["key"])
             assert data == on_disk(fake, item) and item["size"] == len(data)
