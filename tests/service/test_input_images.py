@@ -8,12 +8,11 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
 
 from tests.fake_comfyui import FakeComfyUI
-from tests.harness import Worker, running_worker, worker_settings
+from tests.harness import Worker, running_worker, sync, worker_settings
 from tests.origin import Origin, serve_origin
 
 ERROR_KEYS = {"error", "detail", "prompt_id", "node_errors", "timestamp"}
@@ -30,11 +29,6 @@ def load_and_save(name: str, prefix: str = "loaded") -> dict[str, Any]:
         "1": {"class_type": "LoadImage", "inputs": {"image": name}},
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
     }
-
-
-async def sync(worker: Worker, body: dict[str, Any]) -> httpx.Response:
-    async with worker.http() as http:
-        return await http.post("/prompt_sync", json=body)
 
 
 def nothing_reached_comfyui(fake: FakeComfyUI) -> bool:
@@ -66,7 +60,8 @@ async def test_inline_images_are_uploaded_and_loaded(
     image = encoded if form == "base64" else f"data:image/png;base64,{encoded}"
     response = await sync(
         worker,
-        {"prompt": load_and_save("face.png"), "images": [{"name": "face.png", "image": image}]},
+        load_and_save("face.png"),
+        images=[{"name": "face.png", "image": image}],
     )
     assert response.status_code == 200, response.text
     assert (fake.input_dir / "face.png").read_bytes() == data
@@ -83,10 +78,8 @@ async def test_url_images_are_downloaded_and_loaded(
     origin.files["/pictures/cat.png"] = data = png(9, 2)
     response = await sync(
         loopback_worker,
-        {
-            "prompt": load_and_save("cat.png"),
-            "images": [{"name": "cat.png", "image": origin.url("/pictures/cat.png")}],
-        },
+        load_and_save("cat.png"),
+        images=[{"name": "cat.png", "image": origin.url("/pictures/cat.png")}],
     )
     assert response.status_code == 200, response.text
     assert (fake.input_dir / "cat.png").read_bytes() == data
@@ -99,10 +92,8 @@ async def test_a_name_taken_by_another_file_is_renamed_and_the_graph_follows(
     (fake.input_dir / "face.png").write_bytes(png(2, 2, (0, 0, 255)))
     response = await sync(
         worker,
-        {
-            "prompt": load_and_save("face.png"),
-            "images": [{"name": "face.png", "image": base64.b64encode(png(6, 6)).decode()}],
-        },
+        load_and_save("face.png"),
+        images=[{"name": "face.png", "image": base64.b64encode(png(6, 6)).decode()}],
     )
     assert response.status_code == 200, response.text
     assert (fake.input_dir / "face (1).png").read_bytes() == png(6, 6)
@@ -128,10 +119,8 @@ async def test_urls_pointing_inward_are_refused_and_nothing_is_queued(
 ) -> None:
     response = await sync(
         worker,
-        {
-            "prompt": load_and_save("x.png"),
-            "images": [{"name": "x.png", "image": url.format(port=origin.port)}],
-        },
+        load_and_save("x.png"),
+        images=[{"name": "x.png", "image": url.format(port=origin.port)}],
     )
     assert response.status_code == 400, response.text
     body = response.json()
@@ -147,7 +136,8 @@ async def test_a_redirect_to_a_private_address_is_refused(
     url = origin.url("/redirect?to=http://10.0.0.7/internal.png")
     response = await sync(
         loopback_worker,
-        {"prompt": load_and_save("x.png"), "images": [{"name": "x.png", "image": url}]},
+        load_and_save("x.png"),
+        images=[{"name": "x.png", "image": url}],
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "input_url_forbidden"
@@ -161,10 +151,8 @@ async def test_a_failed_download_is_a_400_naming_the_input(
 ) -> None:
     response = await sync(
         loopback_worker,
-        {
-            "prompt": load_and_save("gone.png"),
-            "images": [{"name": "gone.png", "image": origin.url("/missing.png")}],
-        },
+        load_and_save("gone.png"),
+        images=[{"name": "gone.png", "image": origin.url("/missing.png")}],
     )
     assert response.status_code == 400, response.text
     body = response.json()
@@ -214,7 +202,7 @@ async def test_unusable_inputs_get_a_clear_4xx_and_nothing_is_queued(
 ) -> None:
     settings = worker_settings(fake.address, input_image_max_bytes=4096)
     async with running_worker(settings) as worker:
-        response = await sync(worker, {"prompt": load_and_save("a.png"), "images": images})
+        response = await sync(worker, load_and_save("a.png"), images=images)
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == ERROR_KEYS and body["error"] == code

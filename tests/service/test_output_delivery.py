@@ -22,7 +22,7 @@ from PIL import Image
 
 from tests import graphs
 from tests.fake_comfyui import FakeComfyUI, RunContext
-from tests.harness import Worker, running_worker, worker_settings
+from tests.harness import Worker, running_worker, sync, worker_settings
 
 ERROR_KEYS = {"error", "detail", "prompt_id", "node_errors", "timestamp"}
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4
@@ -64,11 +64,6 @@ def every_kind(fake: FakeComfyUI) -> dict[str, Any]:
 def on_disk(fake: FakeComfyUI, item: dict[str, Any]) -> bytes:
     folder: Path = fake.output_dir if item["type"] == "output" else fake.temp_dir
     return (folder / str(item["subfolder"]) / str(item["filename"])).read_bytes()
-
-
-async def sync(worker: Worker, graph: dict[str, Any], **body: Any) -> httpx.Response:
-    async with worker.http() as http:
-        return await http.post("/prompt_sync", json={"prompt": graph, **body})
 
 
 def views(fake: FakeComfyUI) -> int:
