@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -88,6 +89,59 @@ class Settings(BaseSettings):
     )
     cors_origins: str = Field("", description="Comma-separated allowed CORS origins.")
 
+    # Input images of /prompt_sync
+    max_input_images: int = Field(16, ge=0, description="Most input images in one request.")
+    input_image_max_bytes: int = Field(
+        25 * 1024 * 1024, ge=1, description="Largest input image (decoded or downloaded)."
+    )
+    input_url_timeout: float = Field(
+        30.0, gt=0, description="Seconds one input URL download may take, redirects included."
+    )
+    input_url_max_redirects: int = Field(
+        5, ge=0, description="Redirects followed for one input URL."
+    )
+    allow_private_input_urls: bool = Field(
+        False,
+        description="Let input URLs reach loopback, link-local and private addresses.",
+    )
+    input_url_allowed_networks: str = Field(
+        "",
+        description="Comma-separated CIDRs input URLs may reach even though they are not public.",
+    )
+
+    # Outputs of /prompt_sync
+    output_mode: Literal["reference", "base64", "s3", "store"] = Field(
+        "reference", description="Delivery mode when the request names none."
+    )
+    comfyui_output_dir: Path | None = Field(
+        None, description="ComfyUI's output folder, when colocated: files are read from disk."
+    )
+    comfyui_temp_dir: Path | None = Field(
+        None, description="ComfyUI's temp folder, when colocated: files are read from disk."
+    )
+    public_base_url: str | None = Field(
+        None, description="Base URL of the worker in `url` of reference mode (else the request's)."
+    )
+    convert_quality: int = Field(
+        90, ge=1, le=100, description="webp/jpeg quality when a request asks for no other."
+    )
+    store_dir: Path | None = Field(None, description="Root of the local store (store mode).")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (AWS if unset).")
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_session_token: SecretStr | None = None
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    s3_presign_expiry: int = Field(
+        3600, ge=1, le=604800, description="Seconds a pre-signed GET URL stays valid."
+    )
+    s3_allow_private_endpoints: bool = Field(
+        False,
+        description="Let an endpoint_url given in a request reach non-public addresses.",
+    )
+
     # Logging
     log_level: str = "INFO"
     log_output: Literal["console", "json"] = "console"
@@ -102,6 +156,19 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.strip().rstrip("/")
 
+    @field_validator("input_url_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for network in value.split(","):
+            if network.strip():
+                ipaddress.ip_network(network.strip(), strict=False)  # ValueError if not a CIDR
+        return value
+
+    @field_validator("public_base_url", "s3_endpoint_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.strip().rstrip("/") or None if value is not None else None
+
     @property
     def api_key_list(self) -> list[str]:
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
@@ -109,6 +176,10 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def input_url_allowed_network_list(self) -> list[str]:
+        return [n.strip() for n in self.input_url_allowed_networks.split(",") if n.strip()]
 
     @property
     def comfyui_url(self) -> str:

@@ -24,6 +24,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from comfyui.access import OPEN_PATHS, ApiKeys, RateLimiter
+from comfyui.answer import render_answer
 from comfyui.bridge import Bridge
 from comfyui.client import RawResponse
 from comfyui.exceptions import (
@@ -34,6 +35,7 @@ from comfyui.exceptions import (
     UnauthorizedError,
     error_body,
 )
+from comfyui.file_route import serve_output
 from comfyui.logs import configure_logging
 from comfyui.metrics import CONTENT_TYPE, Metrics
 from comfyui.schemas import (
@@ -155,7 +157,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             ge=1,
             description="Seconds to wait (default DEFAULT_TIMEOUT, at most MAX_TIMEOUT).",
         ),
-    ) -> PromptSyncResponse:
+    ) -> Response:
         bridge = _accepting(request)
         wait = settings.default_timeout if timeout is None else timeout
         if wait > settings.max_timeout:
@@ -166,9 +168,27 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             structlog.contextvars.bind_contextvars(caller_client_id=body.client_id)
         with bridge.admission.slot():
             bridge.admission.check_submission(body.prompt)
-            return await bridge.handler.run(
-                body, wait, disconnected=lambda: _until_disconnected(request)
+            answer = await bridge.handler.run(
+                body,
+                wait,
+                disconnected=lambda: _until_disconnected(request),
+                base_url=str(request.base_url),
             )
+        return render_answer(answer)
+
+    @app.get(
+        "/outputs/{folder_type}/{path:path}",
+        response_class=Response,
+        responses={
+            200: {"description": "The file's bytes", "content": {"application/octet-stream": {}}},
+            404: {"model": ErrorResponse, "description": "No such output or temp file"},
+            502: _ERRORS[502],
+        },
+        summary="An output or temp file of ComfyUI (the `url` of reference mode)",
+        dependencies=[Depends(rate_limited)],
+    )
+    async def output_file(folder_type: str, path: str, request: Request) -> Response:
+        return await serve_output(_bridge(request).handler.reader, folder_type, path)
 
     @app.post(
         "/prompt",

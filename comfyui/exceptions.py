@@ -185,3 +185,38 @@ class ShuttingDownError(ComfyUIError):
 
     def __init__(self, detail: str = "The worker is shutting down") -> None:
         super().__init__(detail, headers={"Retry-After": "5"})
+
+
+class InvalidInputError(ComfyUIError):
+    """An input image of the request is unusable (bad name, bad base64, not an image)."""
+
+    status_code = 400
+    code = "invalid_input"
+
+
+class InputTooLargeError(InvalidInputError):
+    """An input image is over `INPUT_IMAGE_MAX_BYTES`."""
+
+    status_code = 413
+    code = "input_too_large"
+
+
+class InputFetchError(InvalidInputError):
+    """An input image URL could not be downloaded."""
+
+    status_code = 400
+    code = "input_download_failed"
+
+
+class ForbiddenInputURLError(InvalidInputError):
+    """An input URL (or one it redirects to) is not allowed: scheme, or a non-public address."""
+
+    status_code = 400
+    code = "input_url_forbidden"
+
+
+class DeliveryError(ComfyUIError):
+    """The prompt succeeded but its outputs could not be delivered (S3 upload, local store)."""
+
+    status_code = 502
+    code = "delivery_failed"

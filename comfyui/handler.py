@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from comfyui.client import ComfyUIClient
+from comfyui.delivery import Deliveries, DeliveryContext, DeliveryPlan, deliver_outputs
 from comfyui.exceptions import (
     ClientDisconnectedError,
     ComfyUIError,
@@ -18,9 +19,11 @@ from comfyui.exceptions import (
     PromptTimeoutError,
     PromptValidationError,
 )
+from comfyui.inputs import InputImages
 from comfyui.job import Job
-from comfyui.outputs import attach_base64, collect_images
-from comfyui.schemas import PromptSyncRequest, PromptSyncResponse
+from comfyui.outputs import OutputReader, collect_files, collect_images, collect_texts
+from comfyui.schemas import FileOutput, ImageOutput, PromptSyncRequest, PromptSyncResponse
+from comfyui.url_fetch import AddressPolicy, UrlFetcher
 from comfyui.watcher import PromptWatcher
 from config import Settings
 
@@ -41,6 +44,20 @@ class PromptHandler:
         self.settings = settings
         self.observers: list[OutcomeObserver] = []
         self._background: set[asyncio.Task[None]] = set()
+        self.fetcher = UrlFetcher(
+            AddressPolicy(
+                allow_private=settings.allow_private_input_urls,
+                allowed_networks=settings.input_url_allowed_network_list,
+            ),
+            max_bytes=settings.input_image_max_bytes,
+            timeout=settings.input_url_timeout,
+            max_redirects=settings.input_url_max_redirects,
+        )
+        self.inputs = InputImages(client, self.fetcher, settings)
+        self.reader = OutputReader(
+            client, output_dir=settings.comfyui_output_dir, temp_dir=settings.comfyui_temp_dir
+        )
+        self.deliveries = Deliveries(settings)
 
     async def submit(self, prompt: dict[str, Any], extra_data: dict[str, Any] | None = None) -> Job:
         """Queue a graph; the returned job is already tracked, so no event is missed."""
@@ -69,13 +86,17 @@ class PromptHandler:
         request: PromptSyncRequest,
         timeout: float,
         disconnected: DisconnectWatch | None = None,
+        base_url: str | None = None,
     ) -> PromptSyncResponse:
-        """Queue, wait at most `timeout` seconds, and build the answer.
+        """Upload the inputs, queue, wait at most `timeout` seconds, deliver the outputs.
 
         On timeout, caller disconnect or cancellation the prompt is cancelled on ComfyUI.
+        `base_url` is where the caller reached the worker (for worker URLs of outputs).
+        In base64 mode `data` fields hold tokens: `comfyui.answer.render_answer` renders
+        the HTTP answer, `comfyui.answer.materialize` gives a copy with the text.
         """
         try:
-            response = await self._run(request, timeout, disconnected)
+            response = await self._run(request, timeout, disconnected, base_url)
         except ComfyUIError as exc:
             self._observe(exc.code, None)
             raise
@@ -95,8 +116,12 @@ class PromptHandler:
         request: PromptSyncRequest,
         timeout: float,
         disconnected: DisconnectWatch | None,
+        base_url: str | None,
     ) -> PromptSyncResponse:
-        job = await self.submit(request.prompt, request.extra_data)
+        # Options and inputs first: a bad one is refused before anything is queued.
+        plan = await self.deliveries.plan(request)
+        graph = await self.inputs.apply(request.images, request.prompt)
+        job = await self.submit(graph, request.extra_data)
         # Every later line of this request, the request line included, names the prompt.
         structlog.contextvars.bind_contextvars(prompt_id=job.prompt_id)
         bound = log.bind(prompt_id=job.prompt_id)
@@ -117,27 +142,43 @@ class PromptHandler:
             self.watcher.untrack(job.tracker)
 
         outputs = history.get("outputs") or {}
-        images = collect_images(outputs)
-        if request.return_image_base64 and images:
-            await attach_base64(
-                self.client,
-                images,
-                concurrency=self.settings.output_fetch_concurrency,
-                prompt_id=job.prompt_id,
-            )
+        context = DeliveryContext(
+            prompt_id=job.prompt_id,
+            graph=graph,
+            request=_provenance(request, plan),
+            base_url=base_url,
+        )
+        files = await deliver_outputs(
+            collect_files(outputs),
+            self.reader,
+            plan,
+            context,
+            concurrency=self.settings.output_fetch_concurrency,
+        )
+        images = _with_delivered(collect_images(outputs), files)
         execution_time = round(job.tracker.execution_time, 4)
-        bound.info("prompt_succeeded", execution_time=execution_time, images=len(images))
-        return PromptSyncResponse(
+        bound.info(
+            "prompt_succeeded",
+            execution_time=execution_time,
+            files=len(files),
+            mode=plan.delivery.mode,
+        )
+        answer = PromptSyncResponse(
             prompt_id=job.prompt_id,
             execution_time=execution_time,
             outputs=outputs,
             images=images,
+            files=files,
+            texts=collect_texts(outputs),
         )
+        answer._inline = context.inline.payloads
+        return answer
 
     async def close(self) -> None:
         """Let pending cancellations reach ComfyUI before the worker exits."""
         if self._background:
             await asyncio.wait(self._background, timeout=5)
+        await self.fetcher.close()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -223,6 +264,33 @@ async def _race_disconnect(
     raise ClientDisconnectedError(
         "The caller disconnected; the prompt was cancelled", prompt_id=prompt_id
     )
+
+
+def _with_delivered(images: list[ImageOutput], files: list[FileOutput]) -> list[ImageOutput]:
+    """The compatible `images` list, with the data and MIME type their delivery gave them."""
+    delivered = {(f.type, f.subfolder, f.filename): f for f in files}
+    for image in images:
+        item = delivered.get((image.type, image.subfolder, image.filename))
+        if item is not None:
+            image.mime_type, image.data = item.mime_type, item.data
+    return images
+
+
+def _provenance(request: PromptSyncRequest, plan: DeliveryPlan) -> dict[str, Any]:
+    """What is kept about the request beside stored outputs: never credentials, and not
+    `extra_data` (it may carry API keys of API nodes)."""
+    options = request.output
+    conversion = plan.conversion
+    return {
+        "request_id": structlog.contextvars.get_contextvars().get("request_id"),
+        "client_id": request.client_id,
+        "mode": plan.delivery.mode,
+        "convert": (
+            {"format": conversion.format, "quality": conversion.quality} if conversion else None
+        ),
+        "input_images": [image.name for image in request.images],
+        "metadata": options.metadata if options else None,
+    }
 
 
 def _json_or_none(body: bytes) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
 _EXAMPLE_GRAPH: dict[str, Any] = {
     "1": {
@@ -14,6 +14,66 @@ _EXAMPLE_GRAPH: dict[str, Any] = {
     "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
     "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "sync"}},
 }
+
+
+class InputImage(BaseModel):
+    """An image uploaded into ComfyUI's input folder before the graph is queued."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        min_length=1,
+        max_length=255,
+        description="File name in ComfyUI's input folder, as `LoadImage` nodes name it. A plain "
+        "name: no folders, no `..`.",
+    )
+    image: str = Field(
+        min_length=1,
+        description="The bytes: base64, a `data:<mime>;base64,` URI, or an http(s) URL.",
+    )
+
+
+class ConvertOptions(BaseModel):
+    """Re-encode image outputs (still images only) before delivery."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["webp", "jpeg"]
+    quality: int | None = Field(None, ge=1, le=100, description="Default CONVERT_QUALITY.")
+
+
+class S3Options(BaseModel):
+    """Per-request S3 target; each field left out comes from the S3_* settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint; AWS if unset.")
+    bucket: str | None = None
+    prefix: str | None = Field(None, description="Key prefix, e.g. `renders/`.")
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    presign_expiry: int | None = Field(
+        None, ge=1, le=604800, description="Seconds the pre-signed GET URL stays valid."
+    )
+
+
+class OutputOptions(BaseModel):
+    """How output files reach the caller."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["reference", "base64", "s3", "store"] | None = Field(
+        None,
+        description="reference: descriptors and a worker URL; base64: inline data; s3: upload "
+        "to a bucket; store: copy into the local store. Default OUTPUT_MODE.",
+    )
+    convert: ConvertOptions | None = None
+    s3: S3Options | None = None
+    metadata: dict[str, Any] | None = Field(
+        None, description="Free-form caller metadata kept in the store sidecar."
+    )
 
 
 class PromptSyncRequest(BaseModel):
@@ -34,8 +94,15 @@ class PromptSyncRequest(BaseModel):
         None, description="Passed to ComfyUI unchanged (e.g. extra_pnginfo)."
     )
     return_image_base64: bool = Field(
-        False, description="Inline every image as base64 in `images[].data`."
+        False,
+        description="Inline every output as base64 (`images[].data`, `files[].data`): the same "
+        "as `output.mode` `base64`.",
     )
+    images: list[InputImage] = Field(
+        default_factory=list,
+        description="Input images uploaded before the graph is queued (at most MAX_INPUT_IMAGES).",
+    )
+    output: OutputOptions | None = None
 
     @field_validator("prompt")
     @classmethod
@@ -61,6 +128,35 @@ class ImageOutput(BaseModel):
     data: str | None = Field(None, description="Base64 bytes, when asked for.")
 
 
+class FileOutput(BaseModel):
+    """One file written by a node, described once, with what its delivery mode adds."""
+
+    node_id: str
+    kind: Literal["image", "video", "audio", "3d", "file"]
+    filename: str = Field(description="Name in ComfyUI's folder (before any conversion).")
+    subfolder: str = ""
+    type: str = Field(description="ComfyUI folder: output, temp or input.")
+    mime_type: str = Field(description="Of the delivered bytes (after conversion).")
+    size: int = Field(description="Bytes delivered (after conversion).")
+    url: str | None = Field(
+        None, description="reference: worker URL serving the bytes; s3: the object URL."
+    )
+    data: str | None = Field(None, description="base64: the bytes.")
+    bucket: str | None = Field(None, description="s3: the bucket.")
+    key: str | None = Field(None, description="s3: the object key.")
+    presigned_url: str | None = Field(None, description="s3: a pre-signed GET URL.")
+    expires_at: str | None = Field(None, description="s3: when the pre-signed URL expires.")
+    sha256: str | None = Field(None, description="store: content hash.")
+    path: str | None = Field(None, description="store: the stored file.")
+
+
+class TextOutput(BaseModel):
+    """One text a node returned (e.g. ShowText's `ui.text`)."""
+
+    node_id: str
+    text: str
+
+
 class PromptSyncResponse(BaseModel):
     """Answer of a successful `POST /prompt_sync`."""
 
@@ -72,7 +168,14 @@ class PromptSyncResponse(BaseModel):
     )
     outputs: dict[str, Any] = Field(description="ComfyUI's history outputs, node id -> ui.")
     images: list[ImageOutput]
+    files: list[FileOutput] = Field(
+        default_factory=list,
+        description="Every file of every node (images, temp previews, video, audio, 3D, ...).",
+    )
+    texts: list[TextOutput] = Field(default_factory=list, description="Every text output.")
     node_errors: dict[str, Any] = Field(default_factory=dict)
+    #: base64 mode: the encodings `data` fields name by token (see comfyui/answer.py).
+    _inline: dict[str, bytearray] = PrivateAttr(default_factory=dict)
 
 
 class ErrorResponse(BaseModel):

@@ -1,0 +1,58 @@
+"""Deliver every output file of a prompt: open it, convert it if asked, hand it to the mode."""
+
+from __future__ import annotations
+
+import asyncio
+
+from comfyui.convert import CONVERTIBLE, converted
+from comfyui.delivery.base import DeliveryContext
+from comfyui.delivery.modes import DeliveryPlan
+from comfyui.outputs import OutputReader, OutputRef
+from comfyui.schemas import FileOutput
+from comfyui.tasks import gather_or_cancel
+
+
+async def deliver_outputs(
+    refs: list[OutputRef],
+    reader: OutputReader,
+    plan: DeliveryPlan,
+    context: DeliveryContext,
+    *,
+    concurrency: int,
+) -> list[FileOutput]:
+    """One `FileOutput` per file, in the order of `refs`; a few files at a time."""
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(ref: OutputRef) -> FileOutput:
+        async with limit:
+            return await _deliver(ref, reader, plan, context)
+
+    # The first failure cancels the deliveries still running.
+    return await gather_or_cancel(*(one(ref) for ref in refs))
+
+
+async def _deliver(
+    ref: OutputRef, reader: OutputReader, plan: DeliveryPlan, context: DeliveryContext
+) -> FileOutput:
+    item = FileOutput(
+        node_id=ref.node_id,
+        kind=ref.kind,
+        filename=ref.filename,
+        subfolder=ref.subfolder,
+        type=ref.type,
+        mime_type=ref.mime_type,
+        size=0,
+    )
+    conversion = plan.conversion
+    async with reader.open(
+        ref.filename, ref.subfolder, ref.type, prompt_id=context.prompt_id
+    ) as source:
+        if conversion is None or ref.mime_type not in CONVERTIBLE:
+            await plan.delivery.deliver(item, source, ref.filename, context)
+            return item
+        async with converted(source, conversion, name=ref.filename) as (result, changed):
+            name = ref.filename
+            if changed:
+                item.mime_type, name = conversion.mime_type, conversion.rename(ref.filename)
+            await plan.delivery.deliver(item, result, name, context)
+    return item

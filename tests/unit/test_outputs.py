@@ -1,0 +1,156 @@
+"""History outputs read into files and texts; colocated reads stay inside their folders."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comfyui.delivery.inline import encode_base64
+from comfyui.delivery.reference import file_path
+from comfyui.exceptions import OutputFetchError
+from comfyui.outputs import (
+    CHUNK_SIZE,
+    OutputReader,
+    OutputSource,
+    collect_files,
+    collect_images,
+    collect_texts,
+)
+
+HISTORY_OUTPUTS: dict[str, Any] = {
+    "9": {"images": [{"filename": "a_00001_.png", "subfolder": "", "type": "output"}]},
+    "10": {
+        "images": [{"filename": "p_00001_.png", "subfolder": "", "type": "temp"}],
+        "animated": [False],
+    },
+    "11": {
+        "gifs": [
+            {
+                "filename": "clip_00001.mp4",
+                "subfolder": "vids",
+                "type": "output",
+                "format": "video/h264-mp4",
+                "frame_rate": 8.0,
+            }
+        ]
+    },
+    "12": {"audio": [{"filename": "song_00001_.flac", "subfolder": "audio", "type": "output"}]},
+    "13": {"3d": [{"filename": "mesh_00001_.glb", "subfolder": "3d", "type": "output"}]},
+    "14": {"text": ["first", "second"]},
+    "15": {"images": [{"filename": "anim_00001_.webp", "subfolder": "", "type": "output"}]},
+    "16": {"images": [{"filename": "a_00001_.png", "subfolder": "", "type": "output"}]},
+    "17": {"result": [{"filename": "notes.txt", "type": "output"}], "text": "one string"},
+    "18": {"images": [{"filename": "v_00001_.webm", "subfolder": "", "type": "output"}]},
+}
+
+
+def test_every_file_of_every_kind_is_collected_once() -> None:
+    files = collect_files(HISTORY_OUTPUTS)
+    described = [(f.node_id, f.kind, f.filename, f.subfolder, f.type, f.mime_type) for f in files]
+    assert described == [
+        ("9", "image", "a_00001_.png", "", "output", "image/png"),
+        ("10", "image", "p_00001_.png", "", "temp", "image/png"),
+        ("11", "video", "clip_00001.mp4", "vids", "output", "video/mp4"),
+        ("12", "audio", "song_00001_.flac", "audio", "output", "audio/flac"),
+        ("13", "3d", "mesh_00001_.glb", "3d", "output", "model/gltf-binary"),
+        ("15", "image", "anim_00001_.webp", "", "output", "image/webp"),
+        ("17", "file", "notes.txt", "", "output", "text/plain"),
+        ("18", "video", "v_00001_.webm", "", "output", "video/webm"),
+    ]
+
+
+def test_texts_come_back_as_text() -> None:
+    assert [(t.node_id, t.text) for t in collect_texts(HISTORY_OUTPUTS)] == [
+        ("14", "first"),
+        ("14", "second"),
+        ("17", "one string"),
+    ]
+
+
+def test_the_compatible_images_list_is_unchanged() -> None:
+    images = collect_images(HISTORY_OUTPUTS)
+    assert [(i.node_id, i.filename, i.type) for i in images] == [
+        ("9", "a_00001_.png", "output"),
+        ("10", "p_00001_.png", "temp"),
+        ("15", "anim_00001_.webp", "output"),
+        ("16", "a_00001_.png", "output"),
+        ("18", "v_00001_.webm", "output"),
+    ]
+    assert all(i.data is None for i in images)
+
+
+def test_colocated_paths_must_stay_in_their_folder(tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    (output / "sub").mkdir(parents=True)
+    (tmp_path / "secret.txt").write_text("no")
+    os.symlink(tmp_path / "secret.txt", output / "link.png")
+    reader = OutputReader(None, output_dir=output, temp_dir=None)  # type: ignore[arg-type]
+    assert reader.local_path("x.png", "sub", "output") == (output / "sub" / "x.png").resolve()
+    assert reader.local_path("x.png", "", "temp") is None  # not colocated: read via /view
+    for filename, subfolder in [
+        ("../secret.txt", ""),
+        ("secret.txt", ".."),
+        ("secret.txt", "sub/../.."),
+        ("/etc/passwd", ""),
+        ("link.png", ""),
+        ("", ""),
+    ]:
+        with pytest.raises(OutputFetchError, match="outside the output folder"):
+            reader.local_path(filename, subfolder, "output")
+
+
+async def test_colocated_files_are_read_from_disk(tmp_path: Path) -> None:
+    (tmp_path / "out.bin").write_bytes(b"z" * (CHUNK_SIZE + 10))
+    reader = OutputReader(None, output_dir=tmp_path, temp_dir=None)  # type: ignore[arg-type]
+    async with reader.open("out.bin", "", "output") as source:
+        assert source.size == CHUNK_SIZE + 10
+        chunks = [chunk async for chunk in source.chunks()]
+    assert [len(c) for c in chunks] == [CHUNK_SIZE, 10]
+    with pytest.raises(OutputFetchError, match="not found"):
+        async with reader.open("missing.bin", "", "output"):
+            pass
+
+
+class OddChunks(OutputSource):
+    """A stream cut at awkward places, as /view's network chunks are."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self.data, self.sizes = data, sizes
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        position, index = 0, 0
+        while position < len(self.data):
+            size = self.sizes[index % len(self.sizes)]
+            yield self.data[position : position + size]
+            position += size
+            index += 1
+
+
+@pytest.mark.parametrize(
+    ("length", "sizes"),
+    [
+        *((length, sizes) for length in (0, 1, 2, 3, 4, 100) for sizes in ([1], [2, 5], [7, 3])),
+        (CHUNK_SIZE + 1, [CHUNK_SIZE]),
+        (3 * CHUNK_SIZE + 2, [7, 3, 100_000]),
+    ],
+)
+async def test_base64_from_a_stream_equals_base64_of_the_whole(
+    length: int, sizes: list[int]
+) -> None:
+    data = os.urandom(length)
+    for announced in (None, length, length // 2):  # unknown, right, wrong
+        source = OddChunks(data, sizes)
+        source.size = announced
+        encoded, size = await encode_base64(source)
+        assert bytes(encoded) == base64.b64encode(data)
+        assert size == length
+
+
+def test_worker_urls_quote_every_part() -> None:
+    assert file_path("output", "", "a b#1.png") == "/outputs/output/a%20b%231.png"
+    assert file_path("temp", "x/y", "p.png") == "/outputs/temp/x/y/p.png"
