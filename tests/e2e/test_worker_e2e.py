@@ -233,3 +233,21 @@ async def test_comfyui_killed_mid_run_then_restarted(worker: Worker, comfy: Real
     assert await worker.bridge.client.wait_connected(15)
     again = await sync(worker, graphs.save("after-kill", color=fresh_color()))
     assert again.status_code == 200, again.text
+
+
+async def test_readiness_follows_a_killed_and_restarted_comfyui(
+    worker: Worker, comfy: RealComfyUI
+) -> None:
+    async with worker.http() as http:
+        assert (await http.get("/ready")).status_code == 200
+        await asyncio.to_thread(comfy.kill)
+        deadline = time.monotonic() + 10
+        while (await http.get("/ready")).status_code != 503:
+            assert time.monotonic() < deadline, "still ready with ComfyUI dead"
+            await asyncio.sleep(0.05)
+        assert (await http.get("/health")).status_code == 200  # liveness is not ComfyUI's
+        await asyncio.to_thread(comfy.start)
+        answered = time.monotonic()
+        while (await http.get("/ready")).status_code != 200:
+            assert time.monotonic() - answered < 5, "not ready again after ComfyUI answered"
+            await asyncio.sleep(0.05)
