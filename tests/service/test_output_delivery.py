@@ -79,7 +79,8 @@ async def test_every_output_kind_is_described_once_with_a_worker_url(
     response = await sync(worker, every_kind(fake))
     assert response.status_code == 200, response.text
     body = response.json()
-    kinds = [(f["node_id"], f["kind"], f["type"], f["mime_type"]) for f in body["files"]]
+    # Listed in history order, which is ComfyUI's execution order: compare sorted.
+    kinds = sorted((f["node_id"], f["kind"], f["type"], f["mime_type"]) for f in body["files"])
     assert kinds == [
         ("3", "image", "output", "image/png"),
         ("4", "image", "temp", "image/png"),
@@ -89,7 +90,7 @@ async def test_every_output_kind_is_described_once_with_a_worker_url(
     ]
     assert body["texts"] == [{"node_id": "8", "text": "a caption"}]
     assert body["outputs"]["8"] == {"text": ["a caption"]}  # history, untouched
-    assert [i["node_id"] for i in body["images"]] == ["3", "4"]
+    assert sorted(i["node_id"] for i in body["images"]) == ["3", "4"]
     async with worker.http() as http:
         for item in body["files"]:
             assert item["data"] is None
