@@ -273,3 +273,13 @@ async def test_fifty_concurrent_requests_get_their_own_outputs(
     assert len(ids) == 50
     # All of it went over the one websocket: nothing was left tracked.
     assert worker.bridge.watcher.waiting == 0
+
+
+async def test_history_written_after_execution_success_still_completes(
+    worker: Worker, fake: FakeComfyUI
+) -> None:
+    # ComfyUI 0.8 sends execution_success before it writes history; widen that gap.
+    fake.history_delay = 0.3
+    response = await sync(worker, graphs.save("late-history"), return_image_base64=True)
+    assert response.status_code == 200, response.text
+    assert response.json()["images"][0]["filename"].startswith("late-history_")
