@@ -37,7 +37,7 @@ from comfyui.exceptions import (
 )
 from comfyui.file_route import serve_output
 from comfyui.logs import configure_logging
-from comfyui.metrics import CONTENT_TYPE, Metrics
+from comfyui.metrics import CONTENT_TYPE, LiveValues, Metrics
 from comfyui.schemas import (
     ErrorResponse,
     HealthResponse,
@@ -81,11 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bridge = Bridge.create(settings)
         bridge.handler.observers.append(metrics.observe_prompt)
         metrics.watch(
-            queue_depth=lambda: bridge.client.queue_remaining,
-            in_flight=lambda: bridge.admission.in_flight,
-            waiting=lambda: bridge.watcher.waiting,
-            reconnects=lambda: bridge.client.reconnects,
-            connected=lambda: bridge.client.connected,
+            lambda: LiveValues(
+                queue_depth=bridge.client.queue_remaining,
+                in_flight=bridge.admission.in_flight,
+                waiting=bridge.watcher.waiting,
+                reconnects=bridge.client.reconnects,
+                connected=bridge.client.connected,
+            )
         )
         await bridge.start()
         app.state.bridge = bridge

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -45,39 +46,32 @@ class Metrics:
     def observe_request(self, endpoint: str, method: str, status: int) -> None:
         self.requests.labels(endpoint=endpoint, method=method, status=str(status)).inc()
 
-    def watch(
-        self,
-        *,
-        queue_depth: Callable[[], int | None],
-        in_flight: Callable[[], int],
-        waiting: Callable[[], int],
-        reconnects: Callable[[], int],
-        connected: Callable[[], bool],
-    ) -> None:
-        """Register the live values read at each scrape."""
-        self.registry.register(_LiveState(queue_depth, in_flight, waiting, reconnects, connected))
+    def watch(self, read: Callable[[], LiveValues]) -> None:
+        """Register the live values, read at each scrape."""
+        self.registry.register(_LiveState(read))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
+@dataclass(frozen=True, slots=True)
+class LiveValues:
+    """The worker's state at one scrape."""
+
+    queue_depth: int | None
+    in_flight: int
+    waiting: int
+    reconnects: int
+    connected: bool
+
+
 class _LiveState(Collector):
-    def __init__(
-        self,
-        queue_depth: Callable[[], int | None],
-        in_flight: Callable[[], int],
-        waiting: Callable[[], int],
-        reconnects: Callable[[], int],
-        connected: Callable[[], bool],
-    ) -> None:
-        self._queue_depth = queue_depth
-        self._in_flight = in_flight
-        self._waiting = waiting
-        self._reconnects = reconnects
-        self._connected = connected
+    def __init__(self, read: Callable[[], LiveValues]) -> None:
+        self._read = read
 
     def collect(self) -> Iterable[Metric]:
-        depth = self._queue_depth()
+        live = self._read()
+        depth = live.queue_depth
         yield GaugeMetricFamily(
             "worker_comfyui_queue_depth",
             "ComfyUI's queue_remaining (running + pending) as last reported.",
@@ -86,18 +80,18 @@ class _LiveState(Collector):
         yield GaugeMetricFamily(
             "worker_inflight_requests",
             "/prompt_sync requests in flight.",
-            value=float(self._in_flight()),
+            value=float(live.in_flight),
         )
         yield GaugeMetricFamily(
-            "worker_waiting_prompts", "Prompts tracked by waiters.", value=float(self._waiting())
+            "worker_waiting_prompts", "Prompts tracked by waiters.", value=float(live.waiting)
         )
         yield GaugeMetricFamily(
             "worker_comfyui_websocket_connected",
             "1 while the websocket to ComfyUI is up.",
-            value=1.0 if self._connected() else 0.0,
+            value=1.0 if live.connected else 0.0,
         )
         yield CounterMetricFamily(
             "worker_comfyui_websocket_reconnects",
             "Times the websocket to ComfyUI dropped and was reconnected.",
-            value=float(self._reconnects()),
+            value=float(live.reconnects),
         )
