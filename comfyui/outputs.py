@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import aiohttp
 import anyio
@@ -192,6 +193,17 @@ class ViewSource(OutputSource):
             yield chunk
 
 
+class KnownSize(OutputSource):
+    """An output of which only the size is wanted (reference mode): it has no bytes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        raise RuntimeError("only the size of this output was asked for")
+        yield b""  # pragma: no cover - makes this an async generator
+
+
 class OutputNotFoundError(OutputFetchError):
     """The file named in history is not there."""
 
@@ -243,6 +255,23 @@ class OutputReader:
                     f"ComfyUI /view answered {response.status} for {where}", prompt_id=prompt_id
                 )
             yield ViewSource(response)
+
+    async def size(
+        self, filename: str, subfolder: str, folder_type: str, *, prompt_id: str | None = None
+    ) -> int:
+        """The size of a file without reading it: from disk when colocated, else from the
+        Content-Length of `HEAD /view` (a GET only when HEAD does not tell)."""
+        if self.local_path(filename, subfolder, folder_type) is None:
+            query = urlencode({"filename": filename, "subfolder": subfolder, "type": folder_type})
+            head = await self.client.forward("HEAD", "/view", query=query)
+            if head.status == 404:
+                where = _describe(filename, subfolder, folder_type)
+                raise OutputNotFoundError(f"output file not found: {where}", prompt_id=prompt_id)
+            length = next((v for k, v in head.headers.items() if k.lower() == "content-length"), "")
+            if head.status == 200 and length.isdigit():
+                return int(length)
+        async with self.open(filename, subfolder, folder_type, prompt_id=prompt_id) as source:
+            return await measure(source)
 
 
 @asynccontextmanager

@@ -7,7 +7,7 @@ import asyncio
 from comfyui.convert import CONVERTIBLE, converted
 from comfyui.delivery.base import DeliveryContext
 from comfyui.delivery.modes import DeliveryPlan
-from comfyui.outputs import OutputReader, OutputRef
+from comfyui.outputs import KnownSize, OutputReader, OutputRef
 from comfyui.schemas import FileOutput
 from comfyui.tasks import gather_or_cancel
 
@@ -44,6 +44,11 @@ async def _deliver(
         size=0,
     )
     conversion = plan.conversion
+    if conversion is None and not plan.delivery.reads_bytes:
+        # A description needs the size only: asked for without transferring the file.
+        size = await reader.size(ref.filename, ref.subfolder, ref.type, prompt_id=context.prompt_id)
+        await plan.delivery.deliver(item, KnownSize(size), ref.filename, context)
+        return item
     async with reader.open(
         ref.filename, ref.subfolder, ref.type, prompt_id=context.prompt_id
     ) as source:

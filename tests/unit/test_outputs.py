@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aioresponses import aioresponses
 
+from comfyui.client import ComfyUIClient
 from comfyui.delivery.inline import encode_base64
 from comfyui.delivery.reference import file_path
 from comfyui.exceptions import OutputFetchError
 from comfyui.outputs import (
     CHUNK_SIZE,
+    OutputNotFoundError,
     OutputReader,
     OutputSource,
     collect_files,
     collect_images,
     collect_texts,
 )
+from config import Settings
 
 HISTORY_OUTPUTS: dict[str, Any] = {
     "9": {"images": [{"filename": "a_00001_.png", "subfolder": "", "type": "output"}]},
@@ -154,3 +160,36 @@ async def test_base64_from_a_stream_equals_base64_of_the_whole(
 def test_worker_urls_quote_every_part() -> None:
     assert file_path("output", "", "a b#1.png") == "/outputs/output/a%20b%231.png"
     assert file_path("temp", "x/y", "p.png") == "/outputs/temp/x/y/p.png"
+
+
+VIEW = re.compile(r"^http://comfy\.test:8188/view\?.*$")
+
+
+async def test_sizes_come_from_head_and_the_file_is_not_transferred(tmp_path: Path) -> None:
+    settings = Settings(comfyui_server_address="http://comfy.test:8188", comfyui_retry_attempts=1)
+    async with aiohttp.ClientSession() as session:
+        reader = OutputReader(
+            ComfyUIClient(settings, session=session), output_dir=None, temp_dir=None
+        )
+        with aioresponses() as mocked:
+            mocked.head(VIEW, status=200, headers={"Content-Length": "1234"})
+            assert await reader.size("a.png", "sub", "output") == 1234
+            assert [method for method, _ in mocked.requests] == ["HEAD"]
+        with aioresponses() as mocked:
+            mocked.head(VIEW, status=404)
+            with pytest.raises(OutputNotFoundError, match=r"output/sub/a\.png"):
+                await reader.size("a.png", "sub", "output")
+        # A HEAD that tells nothing (refused, or no length): the file is read through instead.
+        for head in ({"status": 405}, {"status": 200, "headers": {"Content-Length": ""}}):
+            with aioresponses() as mocked:
+                mocked.head(VIEW, **head)
+                mocked.get(VIEW, status=200, body=b"x" * 10)
+                assert await reader.size("a.png", "", "temp") == 10
+        # Colocated: the size on disk, no request at all.
+        (tmp_path / "b.png").write_bytes(b"y" * 7)
+        local = OutputReader(
+            ComfyUIClient(settings, session=session), output_dir=tmp_path, temp_dir=None
+        )
+        with aioresponses() as mocked:
+            assert await local.size("b.png", "", "output") == 7
+            assert not mocked.requests
