@@ -8,7 +8,7 @@ Python string nor into the JSON text, however many fields show it.
 
 from __future__ import annotations
 
-import binascii
+import pybase64
 
 from comfyui.delivery.base import Delivery, DeliveryContext
 from comfyui.outputs import OutputSource
@@ -41,9 +41,9 @@ async def encode_base64(source: OutputSource) -> tuple[bytearray, int]:
         if carry:
             chunk = carry + chunk
         whole = len(chunk) - len(chunk) % 3
-        put(binascii.b2a_base64(memoryview(chunk)[:whole], newline=False))
+        put(pybase64.b64encode(memoryview(chunk)[:whole]))
         carry = chunk[whole:]
-    put(binascii.b2a_base64(carry, newline=False))
+    put(pybase64.b64encode(carry))
     del encoded[written:]
     return encoded, size
 
