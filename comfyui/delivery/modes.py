@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from comfyui.convert import Conversion
 from comfyui.delivery.base import Delivery
 from comfyui.delivery.inline import InlineDelivery
 from comfyui.delivery.reference import ReferenceDelivery
-from comfyui.delivery.s3 import S3Delivery, S3Target, make_client
 from comfyui.delivery.store import LocalStore
 from comfyui.exceptions import ComfyUIError, InvalidRequestError
 from comfyui.schemas import OutputOptions, PromptSyncRequest, S3Options
 from comfyui.url_fetch import AddressPolicy, BlockedAddressError, check_endpoint, parse_http_url
 from config import Settings
+
+if TYPE_CHECKING:
+    # Imported where S3 is used: boto3 takes ~90 ms to import, a tenth of the worker's
+    # start-up, and only workers that deliver to S3 need it.
+    from comfyui.delivery.s3 import S3Delivery, S3Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,9 @@ class Deliveries:
         self._endpoint_policy = AddressPolicy(allow_private=settings.s3_allow_private_endpoints)
         self._configured_s3: S3Delivery | None = None
         self._configured_s3_lock = asyncio.Lock()
+        if settings.s3_bucket or settings.output_mode == "s3":
+            # Configured for S3: load boto3 now rather than in the first request.
+            import comfyui.delivery.s3  # noqa: F401
 
     async def plan(self, request: PromptSyncRequest) -> DeliveryPlan:
         options = request.output or OutputOptions()
@@ -79,6 +87,8 @@ class Deliveries:
         return options.mode or self.settings.output_mode
 
     async def _s3(self, options: S3Options | None) -> S3Delivery:
+        from comfyui.delivery.s3 import S3Delivery, make_client
+
         settings = self.settings
         if options is None or not options.model_fields_set - {"presign_expiry"}:
             # The configured target: one client for every request.
@@ -96,6 +106,8 @@ class Deliveries:
         return S3Delivery(target, await asyncio.to_thread(make_client, target))
 
     async def _request_target(self, options: S3Options) -> S3Target:
+        from comfyui.delivery.s3 import S3Target
+
         settings = self.settings
         own_keys = options.access_key_id is not None or options.secret_access_key is not None
         if own_keys and (options.access_key_id is None or options.secret_access_key is None):
@@ -144,6 +156,8 @@ class Deliveries:
 
 
 def _configured_target(settings: Settings) -> S3Target:
+    from comfyui.delivery.s3 import S3Target
+
     if not settings.s3_bucket:
         raise InvalidRequestError("s3 mode needs a bucket: S3_BUCKET or output.s3.bucket")
     secret, token = settings.s3_secret_access_key, settings.s3_session_token
