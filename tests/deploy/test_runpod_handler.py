@@ -144,3 +144,29 @@ async def test_unreachable_comfyui_fails_the_job_after_the_ready_timeout() -> No
     body = json.loads(answer["error"])
     assert body["error"] == "comfyui_unavailable"
     assert "not ready" in body["detail"]
+
+
+async def test_progress_is_reported_to_runpod_while_the_prompt_runs(
+    fake: FakeComfyUI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runpod.serverless
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        runpod.serverless, "progress_update", lambda job, data: sent.append((job["id"], data))
+    )
+    monkeypatch.setattr("deploy.runpod_handler.PROGRESS_INTERVAL", 0.05)
+    runpod_adapter = RunPodAdapter(
+        worker_settings(fake.address), ready_timeout=10, report_progress=True
+    )
+    try:
+        answer = await runpod_adapter.handle(
+            {"id": "j3", "input": {"workflow": graphs.slow(0.6, steps=3, color=9)}}
+        )
+    finally:
+        await runpod_adapter.close()
+    assert answer["status"] == "success", answer
+    assert {job_id for job_id, _ in sent} == {"j3"}
+    running = [data for _, data in sent if data["state"] == "running"]
+    assert any(data["node"] == "2" and data["max"] == 3 for data in running), sent
+    assert all(data["prompt_id"] == answer["prompt_id"] for _, data in sent)
