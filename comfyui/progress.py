@@ -17,7 +17,7 @@ from comfyui.job import Job
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """What a prompt is doing now."""
+    """What a prompt is doing now: its state, the node running and that node's progress."""
 
     state: str
     node: str | None
@@ -26,9 +26,16 @@ class Progress:
 
     @classmethod
     def of(cls, job: Job) -> Progress:
+        """Progress counts only for the node it was reported for: a node that reports none
+        does not show the previous node's."""
         tracker = job.tracker
-        value, maximum = tracker.progress if tracker.progress is not None else (None, None)
-        return cls(str(tracker.state), tracker.current_node, value, maximum)
+        node = tracker.current_node
+        value, maximum = (
+            tracker.progress
+            if tracker.progress is not None and tracker.progress_node == node
+            else (None, None)
+        )
+        return cls(str(tracker.state), node, value, maximum)
 
     def as_dict(self) -> dict[str, Any]:
         return {"state": self.state, "node": self.node, "value": self.value, "max": self.max}

@@ -53,6 +53,7 @@ class PromptTracker:
         "history",
         "history_written",
         "progress",
+        "progress_node",
         "prompt_id",
         "saw_disconnect",
         "started_at",
@@ -65,6 +66,7 @@ class PromptTracker:
         self.state = PromptState.SUBMITTING
         self.current_node: str | None = None
         self.progress: tuple[float, float] | None = None
+        self.progress_node: str | None = None  # the node `progress` was reported for
         self.cached_nodes: list[str] = []
         self.executed: dict[str, Any] = {}
         self.error: dict[str, Any] | None = None
@@ -104,6 +106,8 @@ class PromptTracker:
             value, maximum = data.get("value"), data.get("max")
             if isinstance(value, (int, float)) and isinstance(maximum, (int, float)):
                 self.progress = (value, maximum)
+                node = data.get("node")
+                self.progress_node = self.current_node if node is None else str(node)
             self._advance(PromptState.RUNNING)
         elif kind == events.EXECUTED:
             node = data.get("node")
