@@ -129,8 +129,12 @@ def _bridge(request: Request) -> Bridge:
     return bridge
 
 
-def rate_limited(request: Request) -> None:
-    """Dependency: count the call against its caller's per-minute budget."""
+async def rate_limited(request: Request) -> None:
+    """Dependency: count the call against its caller's per-minute budget.
+
+    Async although it never awaits: FastAPI runs a plain `def` dependency in a worker thread,
+    a hop to another thread and back on every request (the limiter is in-memory and never
+    blocks)."""
     limiter: RateLimiter = request.app.state.rate_limiter
     caller = getattr(request.state, "caller", None) or (
         request.client.host if request.client else "unknown"

@@ -47,6 +47,10 @@ _TRANSIENT = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 _NOT_SENT = (aiohttp.ClientConnectorError,)
 
 _WS_MAX_MESSAGE = 64 * 1024 * 1024
+# Submissions sent at once. ComfyUI validates and queues one POST /prompt at a time, so more
+# gain nothing; without a cap a burst of N sync requests opened N connections to ComfyUI
+# that then idled in the pool while the requests waited (memory and file descriptors).
+_SUBMIT_CONCURRENCY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,7 @@ class ComfyUIClient:
         self.failed_connects = 0
         #: ComfyUI's `queue_remaining` (running + pending) from its last status broadcast.
         self.queue_remaining: int | None = None
+        self._submissions = asyncio.Semaphore(_SUBMIT_CONCURRENCY)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -175,7 +180,8 @@ class ComfyUIClient:
             body["prompt_id"] = prompt_id
         if extra_data:
             body["extra_data"] = extra_data
-        return await self.request("POST", "/prompt", json=body, retry_on=_NOT_SENT)
+        async with self._submissions:
+            return await self.request("POST", "/prompt", json=body, retry_on=_NOT_SENT)
 
     async def get_history(self, prompt_id: str) -> dict[str, Any] | None:
         """The history entry of a prompt, or None while ComfyUI has none."""

@@ -21,8 +21,15 @@ from comfyui.exceptions import (
 )
 from comfyui.inputs import InputImages
 from comfyui.job import Job
-from comfyui.outputs import OutputReader, collect_files, collect_images, collect_texts
+from comfyui.outputs import (
+    EarlySizes,
+    OutputReader,
+    collect_files,
+    collect_images,
+    collect_texts,
+)
 from comfyui.schemas import FileOutput, ImageOutput, PromptSyncRequest, PromptSyncResponse
+from comfyui.tracker import PromptState
 from comfyui.url_fetch import AddressPolicy, UrlFetcher
 from comfyui.watcher import PromptWatcher
 from config import Settings
@@ -61,11 +68,19 @@ class PromptHandler:
         )
         self.deliveries = Deliveries(settings)
 
-    async def submit(self, prompt: dict[str, Any], extra_data: dict[str, Any] | None = None) -> Job:
-        """Queue a graph; the returned job is already tracked, so no event is missed."""
+    async def submit(
+        self,
+        prompt: dict[str, Any],
+        extra_data: dict[str, Any] | None = None,
+        *,
+        on_output: Callable[[str, Any], None] | None = None,
+    ) -> Job:
+        """Queue a graph; the returned job is already tracked, so no event is missed.
+        `on_output` is told each node output as its `executed` event arrives."""
         proposed = str(uuid.uuid4())
         # Track before submitting: a fast prompt can finish before POST /prompt answers.
         tracker = self.watcher.track(proposed)
+        tracker.on_output = on_output
         try:
             response = await self.client.queue_prompt(
                 prompt, prompt_id=proposed, extra_data=extra_data
@@ -127,7 +142,11 @@ class PromptHandler:
         # Options and inputs first: a bad one is refused before anything is queued.
         plan = await self.deliveries.plan(request)
         graph = await self.inputs.apply(request.images, request.prompt)
-        job = await self.submit(graph, request.extra_data)
+        # A description needs the sizes of the files: asked for as soon as a node names them.
+        early = None if plan.delivery.reads_bytes else EarlySizes(self.reader)
+        job = await self.submit(
+            graph, request.extra_data, on_output=early.add if early is not None else None
+        )
         # Every later line of this request, the request line included, names the prompt.
         structlog.contextvars.bind_contextvars(prompt_id=job.prompt_id)
         bound = log.bind(prompt_id=job.prompt_id)
@@ -148,6 +167,8 @@ class PromptHandler:
             raise
         finally:
             self.watcher.untrack(job.tracker)
+            if early is not None and job.tracker.state is not PromptState.SUCCESS:
+                early.cancel()
 
         outputs = history.get("outputs") or {}
         context = DeliveryContext(
@@ -162,6 +183,7 @@ class PromptHandler:
             plan,
             context,
             concurrency=self.settings.output_fetch_concurrency,
+            early_sizes=early,
         )
         images = _with_delivered(collect_images(outputs), files)
         execution_time = round(job.tracker.execution_time, 4)

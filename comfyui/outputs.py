@@ -9,6 +9,7 @@ from `/view`.
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import os
 import tempfile
@@ -18,12 +19,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import aiohttp
 import anyio
 
 from comfyui.client import ComfyUIClient
-from comfyui.exceptions import OutputFetchError
+from comfyui.exceptions import ComfyUIError, OutputFetchError
 from comfyui.schemas import ImageOutput, TextOutput
 
 Kind = Literal["image", "video", "audio", "3d", "file"]
@@ -192,6 +194,17 @@ class ViewSource(OutputSource):
             yield chunk
 
 
+class KnownSize(OutputSource):
+    """An output of which only the size is wanted (reference mode): it has no bytes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        raise RuntimeError("only the size of this output was asked for")
+        yield b""  # pragma: no cover - makes this an async generator
+
+
 class OutputNotFoundError(OutputFetchError):
     """The file named in history is not there."""
 
@@ -243,6 +256,62 @@ class OutputReader:
                     f"ComfyUI /view answered {response.status} for {where}", prompt_id=prompt_id
                 )
             yield ViewSource(response)
+
+    async def size(
+        self, filename: str, subfolder: str, folder_type: str, *, prompt_id: str | None = None
+    ) -> int:
+        """The size of a file without reading it: from disk when colocated, else from the
+        Content-Length of `HEAD /view` (a GET only when HEAD does not tell)."""
+        if self.local_path(filename, subfolder, folder_type) is None:
+            query = urlencode({"filename": filename, "subfolder": subfolder, "type": folder_type})
+            head = await self.client.forward("HEAD", "/view", query=query)
+            if head.status == 404:
+                where = _describe(filename, subfolder, folder_type)
+                raise OutputNotFoundError(f"output file not found: {where}", prompt_id=prompt_id)
+            length = next((v for k, v in head.headers.items() if k.lower() == "content-length"), "")
+            if head.status == 200 and length.isdigit():
+                return int(length)
+        async with self.open(filename, subfolder, folder_type, prompt_id=prompt_id) as source:
+            return await measure(source)
+
+
+class EarlySizes:
+    """Sizes of the files a run names in its `executed` events, asked for at once, so that
+    they are known when history (which has no sizes) arrives. History stays the truth: a
+    file not seen early, or whose early answer failed, is asked for again."""
+
+    def __init__(self, reader: OutputReader) -> None:
+        self.reader = reader
+        self._tasks: dict[tuple[str, str, str], asyncio.Task[int]] = {}
+
+    def add(self, node_id: str, output: Any) -> None:
+        """An `executed` event: start asking for the sizes of the files it names."""
+        for ref in collect_files({node_id: output}):
+            if ref.location not in self._tasks:
+                task = asyncio.create_task(self.reader.size(ref.filename, ref.subfolder, ref.type))
+                task.add_done_callback(_retrieve)
+                self._tasks[ref.location] = task
+
+    async def size(self, ref: OutputRef, *, prompt_id: str | None = None) -> int:
+        task = self._tasks.pop(ref.location, None)
+        if task is not None:
+            try:
+                return await task
+            except ComfyUIError:
+                pass  # asked again below: that answer, or its error, is the one that counts
+        return await self.reader.size(ref.filename, ref.subfolder, ref.type, prompt_id=prompt_id)
+
+    def cancel(self) -> None:
+        """Stop asking for what was not used."""
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+
+
+def _retrieve(task: asyncio.Task[int]) -> None:
+    """An early size nobody awaits must not be reported as a lost exception."""
+    if not task.cancelled():
+        task.exception()
 
 
 @asynccontextmanager

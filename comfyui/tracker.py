@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections.abc import Callable
 from typing import Any
 
 from comfyui import events
@@ -52,6 +53,7 @@ class PromptTracker:
         "finished_at",
         "history",
         "history_written",
+        "on_output",
         "progress",
         "progress_node",
         "prompt_id",
@@ -69,6 +71,8 @@ class PromptTracker:
         self.progress_node: str | None = None  # the node `progress` was reported for
         self.cached_nodes: list[str] = []
         self.executed: dict[str, Any] = {}
+        #: Told each node output as its `executed` event arrives: (node id, ui output).
+        self.on_output: Callable[[str, Any], None] | None = None
         self.error: dict[str, Any] | None = None
         self.history: dict[str, Any] | None = None
         self.history_written = False
@@ -113,6 +117,8 @@ class PromptTracker:
             node = data.get("node")
             if node is not None:
                 self.executed[str(node)] = data.get("output")
+                if self.on_output is not None:
+                    self.on_output(str(node), data.get("output"))
         elif kind == events.EXECUTION_SUCCESS:
             self._advance(PromptState.FINISHED)
         elif kind == events.EXECUTION_ERROR:

@@ -303,6 +303,9 @@ class FakeComfyUI:
         self.interrupts: list[Any] = []
         self.interrupted: list[str] = []
         self.ws_clients: dict[str, web.WebSocketResponse] = {}
+        #: Called with (event, data, sid) right after a websocket message was written to its
+        #: socket(s); benchmarks timestamp a prompt's final event with it. None: no call.
+        self.on_sent: Callable[[str, Json, str | None], None] | None = None
         # scripting
         self.accept_websockets = True
         self.node_delay = 0.0
@@ -917,6 +920,8 @@ class FakeComfyUI:
                     raise
                 except Exception:
                     pass
+            if self.on_sent is not None:
+                self.on_sent(event, data, sid)
 
     # -- queue ----------------------------------------------------------------------------------
 

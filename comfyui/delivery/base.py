@@ -49,6 +49,8 @@ class Delivery(ABC):
     (`size`, and what the mode adds)."""
 
     mode: str
+    #: False for a mode that only describes files: it is given their size, not their bytes.
+    reads_bytes: bool = True
 
     @abstractmethod
     async def deliver(

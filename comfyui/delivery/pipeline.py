@@ -7,7 +7,7 @@ import asyncio
 from comfyui.convert import CONVERTIBLE, converted
 from comfyui.delivery.base import DeliveryContext
 from comfyui.delivery.modes import DeliveryPlan
-from comfyui.outputs import OutputReader, OutputRef
+from comfyui.outputs import EarlySizes, KnownSize, OutputReader, OutputRef
 from comfyui.schemas import FileOutput
 from comfyui.tasks import gather_or_cancel
 
@@ -19,20 +19,30 @@ async def deliver_outputs(
     context: DeliveryContext,
     *,
     concurrency: int,
+    early_sizes: EarlySizes | None = None,
 ) -> list[FileOutput]:
-    """One `FileOutput` per file, in the order of `refs`; a few files at a time."""
+    """One `FileOutput` per file, in the order of `refs`; a few files at a time.
+    `early_sizes`: sizes already asked for while the run finished (reference mode)."""
     limit = asyncio.Semaphore(concurrency)
 
     async def one(ref: OutputRef) -> FileOutput:
         async with limit:
-            return await _deliver(ref, reader, plan, context)
+            return await _deliver(ref, reader, plan, context, early_sizes)
 
-    # The first failure cancels the deliveries still running.
-    return await gather_or_cancel(*(one(ref) for ref in refs))
+    try:
+        # The first failure cancels the deliveries still running.
+        return await gather_or_cancel(*(one(ref) for ref in refs))
+    finally:
+        if early_sizes is not None:
+            early_sizes.cancel()
 
 
 async def _deliver(
-    ref: OutputRef, reader: OutputReader, plan: DeliveryPlan, context: DeliveryContext
+    ref: OutputRef,
+    reader: OutputReader,
+    plan: DeliveryPlan,
+    context: DeliveryContext,
+    early_sizes: EarlySizes | None,
 ) -> FileOutput:
     item = FileOutput(
         node_id=ref.node_id,
@@ -44,6 +54,16 @@ async def _deliver(
         size=0,
     )
     conversion = plan.conversion
+    if conversion is None and not plan.delivery.reads_bytes:
+        # A description needs the size only: asked for without transferring the file.
+        if early_sizes is not None:
+            size = await early_sizes.size(ref, prompt_id=context.prompt_id)
+        else:
+            size = await reader.size(
+                ref.filename, ref.subfolder, ref.type, prompt_id=context.prompt_id
+            )
+        await plan.delivery.deliver(item, KnownSize(size), ref.filename, context)
+        return item
     async with reader.open(
         ref.filename, ref.subfolder, ref.type, prompt_id=context.prompt_id
     ) as source:

@@ -20,6 +20,7 @@ def file_path(folder_type: str, subfolder: str, filename: str) -> str:
 
 class ReferenceDelivery(Delivery):
     mode = "reference"
+    reads_bytes = False
 
     def __init__(self, public_base_url: str | None) -> None:
         self.public_base_url = public_base_url

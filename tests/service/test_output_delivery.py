@@ -104,6 +104,16 @@ async def test_every_output_kind_is_described_once_with_a_worker_url(
         assert (await http.get("/outputs/input/x.png")).status_code == 404
 
 
+async def test_reference_mode_asks_for_sizes_without_reading_the_files(
+    worker: Worker, fake: FakeComfyUI
+) -> None:
+    response = await sync(worker, graphs.save("sized", color=11))
+    assert response.status_code == 200, response.text
+    (item,) = response.json()["files"]
+    assert item["size"] == len(on_disk(fake, item))
+    assert [r.method for r in fake.requests if r.path == "/view"] == ["HEAD"]
+
+
 async def test_base64_mode_inlines_every_file_and_keeps_the_images_list(
     worker: Worker, fake: FakeComfyUI
 ) -> None:

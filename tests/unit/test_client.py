@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
-from comfyui.client import ComfyUIClient
+from comfyui.client import ComfyUIClient, RawResponse
 from comfyui.exceptions import (
     ComfyUIConnectionError,
     ComfyUIProtocolError,
@@ -204,3 +206,19 @@ def test_settings_urls() -> None:
     assert secure.comfyui_url == "https://comfy.example"
     assert secure.comfyui_ws_url == "wss://comfy.example/ws"
     assert re.fullmatch(r"[0-9a-f]{32}", ComfyUIClient(secure).client_id)
+
+
+async def test_a_burst_of_submissions_shares_a_few_connections(client: ComfyUIClient) -> None:
+    in_flight = peak = 0
+
+    async def request(method: str, path: str, **kwargs: Any) -> RawResponse:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return RawResponse(200, b'{"prompt_id": "p", "number": 1}', "application/json", {})
+
+    client.request = request  # type: ignore[method-assign]
+    await asyncio.gather(*(client.queue_prompt({"1": {}}) for _ in range(40)))
+    assert peak == 16

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aioresponses import aioresponses
 
+from comfyui.client import ComfyUIClient
 from comfyui.delivery.inline import encode_base64
 from comfyui.delivery.reference import file_path
+from comfyui.events import Event
 from comfyui.exceptions import OutputFetchError
 from comfyui.outputs import (
     CHUNK_SIZE,
+    EarlySizes,
+    OutputNotFoundError,
     OutputReader,
     OutputSource,
     collect_files,
     collect_images,
     collect_texts,
 )
+from comfyui.tracker import PromptTracker
+from config import Settings
 
 HISTORY_OUTPUTS: dict[str, Any] = {
     "9": {"images": [{"filename": "a_00001_.png", "subfolder": "", "type": "output"}]},
@@ -154,3 +164,80 @@ async def test_base64_from_a_stream_equals_base64_of_the_whole(
 def test_worker_urls_quote_every_part() -> None:
     assert file_path("output", "", "a b#1.png") == "/outputs/output/a%20b%231.png"
     assert file_path("temp", "x/y", "p.png") == "/outputs/temp/x/y/p.png"
+
+
+VIEW = re.compile(r"^http://comfy\.test:8188/view\?.*$")
+
+
+async def test_sizes_come_from_head_and_the_file_is_not_transferred(tmp_path: Path) -> None:
+    settings = Settings(comfyui_server_address="http://comfy.test:8188", comfyui_retry_attempts=1)
+    async with aiohttp.ClientSession() as session:
+        reader = OutputReader(
+            ComfyUIClient(settings, session=session), output_dir=None, temp_dir=None
+        )
+        with aioresponses() as mocked:
+            mocked.head(VIEW, status=200, headers={"Content-Length": "1234"})
+            assert await reader.size("a.png", "sub", "output") == 1234
+            assert [method for method, _ in mocked.requests] == ["HEAD"]
+        with aioresponses() as mocked:
+            mocked.head(VIEW, status=404)
+            with pytest.raises(OutputNotFoundError, match=r"output/sub/a\.png"):
+                await reader.size("a.png", "sub", "output")
+        # A HEAD that tells nothing (refused, or no length): the file is read through instead.
+        for head in ({"status": 405}, {"status": 200, "headers": {"Content-Length": ""}}):
+            with aioresponses() as mocked:
+                mocked.head(VIEW, **head)
+                mocked.get(VIEW, status=200, body=b"x" * 10)
+                assert await reader.size("a.png", "", "temp") == 10
+        # Colocated: the size on disk, no request at all.
+        (tmp_path / "b.png").write_bytes(b"y" * 7)
+        local = OutputReader(
+            ComfyUIClient(settings, session=session), output_dir=tmp_path, temp_dir=None
+        )
+        with aioresponses() as mocked:
+            assert await local.size("b.png", "", "output") == 7
+            assert not mocked.requests
+
+
+async def test_sizes_asked_early_are_used_once_and_failures_asked_again() -> None:
+    settings = Settings(comfyui_server_address="http://comfy.test:8188", comfyui_retry_attempts=1)
+    executed = {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}
+    async with aiohttp.ClientSession() as session:
+        reader = OutputReader(
+            ComfyUIClient(settings, session=session), output_dir=None, temp_dir=None
+        )
+        (ref,) = collect_files({"9": executed})
+        with aioresponses() as mocked:
+            mocked.head(VIEW, status=200, headers={"Content-Length": "42"})
+            early = EarlySizes(reader)
+            early.add("9", executed)
+            early.add("9", executed)  # the same file again (0.8 replays cached outputs)
+            assert await early.size(ref) == 42
+            assert [method for method, _ in mocked.requests] == ["HEAD"]
+            assert len(next(iter(mocked.requests.values()))) == 1
+        # An early answer that failed does not count: the size is asked for again.
+        with aioresponses() as mocked:
+            mocked.head(VIEW, status=500)
+            mocked.get(VIEW, status=500)
+            mocked.head(VIEW, status=200, headers={"Content-Length": "43"})
+            early = EarlySizes(reader)
+            early.add("9", executed)
+            await asyncio.sleep(0.05)
+            assert await early.size(ref) == 43
+        # Never asked early: asked now. What was not used is cancelled without a warning.
+        with aioresponses() as mocked:
+            mocked.head(VIEW, status=200, headers={"Content-Length": "44"})
+            early = EarlySizes(reader)
+            assert await early.size(ref) == 44
+            early.add("7", {"images": [{"filename": "b.png", "type": "temp"}]})
+            early.cancel()
+            await asyncio.sleep(0)
+
+
+def test_the_tracker_tells_each_executed_output() -> None:
+    seen: list[tuple[str, Any]] = []
+    tracker = PromptTracker("p")
+    tracker.on_output = lambda node, output: seen.append((node, output))
+    tracker.feed(Event("executed", {"node": "3", "output": {"images": []}, "prompt_id": "p"}))
+    tracker.feed(Event("executing", {"node": None, "prompt_id": "p"}))
+    assert seen == [("3", {"images": []})]
