@@ -36,6 +36,7 @@ from comfyui.exceptions import (
     error_body,
 )
 from comfyui.file_route import serve_output
+from comfyui.handler import QueuedCallback
 from comfyui.logs import configure_logging
 from comfyui.metrics import CONTENT_TYPE, LiveValues, Metrics
 from comfyui.schemas import (
@@ -49,6 +50,7 @@ from comfyui.schemas import (
     ReadyResponse,
     UnhealthyResponse,
 )
+from comfyui.stream import stream_prompt, wants_stream
 from config import Settings, get_settings
 
 log = structlog.get_logger("server")
@@ -151,7 +153,14 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
     @app.post(
         "/prompt_sync",
         response_model=PromptSyncResponse,
-        responses=_ERRORS,
+        responses={
+            200: {
+                "description": "The outputs; with `Accept: text/event-stream`, progress events "
+                "then a `result` (or `error`) event",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **_ERRORS,
+        },
         summary="Run a workflow and answer with its outputs",
         dependencies=[Depends(rate_limited)],
     )
@@ -172,15 +181,22 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             )
         if body.client_id:
             structlog.contextvars.bind_contextvars(caller_client_id=body.client_id)
-        with bridge.admission.slot():
-            bridge.admission.check_submission(body.prompt)
-            answer = await bridge.handler.run(
-                body,
-                wait,
-                disconnected=lambda: _until_disconnected(request),
-                base_url=str(request.base_url),
-            )
-        return render_answer(answer)
+
+        async def run(on_queued: QueuedCallback | None = None) -> PromptSyncResponse:
+            with bridge.admission.slot():
+                bridge.admission.check_submission(body.prompt)
+                return await bridge.handler.run(
+                    body,
+                    wait,
+                    disconnected=lambda: _until_disconnected(request),
+                    base_url=str(request.base_url),
+                    on_queued=on_queued,
+                )
+
+        if wants_stream(request.headers.get("accept")):
+            # Progress events, then the answer (see comfyui/stream.py).
+            return await stream_prompt(run)
+        return render_answer(await run())
 
     @app.get(
         "/outputs/{folder_type}/{path:path}",

@@ -40,6 +40,8 @@ log = structlog.get_logger(__name__)
 DisconnectWatch = Callable[[], Awaitable[None]]
 #: Told the outcome of each run: "success" or an error code, and the execution time.
 OutcomeObserver = Callable[[str, float | None], None]
+#: Told the job once its prompt is on ComfyUI's queue (e.g. to report progress).
+QueuedCallback = Callable[[Job], None]
 
 
 class PromptHandler:
@@ -102,16 +104,19 @@ class PromptHandler:
         timeout: float,
         disconnected: DisconnectWatch | None = None,
         base_url: str | None = None,
+        on_queued: QueuedCallback | None = None,
     ) -> PromptSyncResponse:
         """Upload the inputs, queue, wait at most `timeout` seconds, deliver the outputs.
 
         On timeout, caller disconnect or cancellation the prompt is cancelled on ComfyUI.
         `base_url` is where the caller reached the worker (for worker URLs of outputs).
+        `on_queued` gets the job as soon as ComfyUI accepted the prompt; its tracker shows
+        the live state (`state`, `current_node`, `progress`) until the run ends.
         In base64 mode `data` fields hold tokens: `comfyui.answer.render_answer` renders
         the HTTP answer, `comfyui.answer.materialize` gives a copy with the text.
         """
         try:
-            response = await self._run(request, timeout, disconnected, base_url)
+            response = await self._run(request, timeout, disconnected, base_url, on_queued)
         except ComfyUIError as exc:
             self._observe(exc.code, None)
             raise
@@ -132,6 +137,7 @@ class PromptHandler:
         timeout: float,
         disconnected: DisconnectWatch | None,
         base_url: str | None,
+        on_queued: QueuedCallback | None,
     ) -> PromptSyncResponse:
         # Options and inputs first: a bad one is refused before anything is queued.
         plan = await self.deliveries.plan(request)
@@ -145,6 +151,8 @@ class PromptHandler:
         structlog.contextvars.bind_contextvars(prompt_id=job.prompt_id)
         bound = log.bind(prompt_id=job.prompt_id)
         try:
+            if on_queued is not None:
+                on_queued(job)
             history = await _race_disconnect(job.result(timeout), disconnected, job.prompt_id)
         except PromptTimeoutError:
             bound.warning("prompt_timeout", timeout=timeout)

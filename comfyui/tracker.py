@@ -55,6 +55,7 @@ class PromptTracker:
         "history_written",
         "on_output",
         "progress",
+        "progress_node",
         "prompt_id",
         "saw_disconnect",
         "started_at",
@@ -67,6 +68,7 @@ class PromptTracker:
         self.state = PromptState.SUBMITTING
         self.current_node: str | None = None
         self.progress: tuple[float, float] | None = None
+        self.progress_node: str | None = None  # the node `progress` was reported for
         self.cached_nodes: list[str] = []
         self.executed: dict[str, Any] = {}
         #: Told each node output as its `executed` event arrives: (node id, ui output).
@@ -108,6 +110,8 @@ class PromptTracker:
             value, maximum = data.get("value"), data.get("max")
             if isinstance(value, (int, float)) and isinstance(maximum, (int, float)):
                 self.progress = (value, maximum)
+                node = data.get("node")
+                self.progress_node = self.current_node if node is None else str(node)
             self._advance(PromptState.RUNNING)
         elif kind == events.EXECUTED:
             node = data.get("node")

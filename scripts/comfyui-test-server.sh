@@ -5,6 +5,9 @@
 #
 #   install        create the server's venv and install the pinned packages
 #                  (no-op when the marker matches the pinned list)
+#   prepare        install if needed and lay out the home dir (node pack link,
+#                  model-path config, torchvision stub) without starting: for
+#                  running `command` under another supervisor (scripts/run.sh)
 #   start          install if needed, start the server in the background on
 #                  127.0.0.1 and wait until GET /system_stats answers
 #   stop           stop the server started by `start` (SIGTERM, then SIGKILL)
@@ -402,6 +405,10 @@ main() {
   shift || true
   case "$cmd" in
     install) do_install ;;
+    prepare)
+      do_install quiet
+      prepare_home "$(comfy_dir)"
+      ;;
     start) with_server_lock do_start ;;
     stop) with_server_lock do_stop ;;
     kill) with_server_lock do_kill ;;

@@ -68,21 +68,6 @@ class WsLog:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-@pytest.fixture(params=["0.8", "2024"])
-def generation(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-async def fake(tmp_path: Path, generation: str) -> AsyncIterator[FakeComfyUI]:
-    server = FakeComfyUI(generation=generation, root=tmp_path / "comfy")  # type: ignore[arg-type]
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 @pytest.fixture
 async def http(fake: FakeComfyUI) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(fake.url) as session:
