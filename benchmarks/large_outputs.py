@@ -8,8 +8,8 @@ output bytes / the median time until the caller holds them:
 * base64: the whole `/prompt_sync` answer read;
 * reference: the answer, then the file read through the worker's `url` (`/outputs/...`).
 
-The caller is `LeanClient` (stdlib http.client into a preallocated buffer): a caller slower
-than the worker would measure itself.
+The caller is `LeanClient` (stdlib http.client into a buffer kept across requests): a caller
+slower than the worker would measure itself.
 
 `via` is how the worker reads the file: `view` (ComfyUI's /view) or `disk`
 (`COMFYUI_OUTPUT_DIR` set: the worker is colocated with ComfyUI).
@@ -61,6 +61,7 @@ async def one_case(
             peak_reset = reset_peak_rss(worker.pid)
             times: list[float] = []
             lean = LeanClient(worker.url)
+            await lean.run(graph, mode)  # sizes the caller's buffer
             cpu_before = cpu_seconds(worker.pid)
             for _ in range(repeats):
                 answer, run = await lean.run(graph, mode)

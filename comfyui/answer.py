@@ -1,21 +1,19 @@
 """The HTTP answer of `/prompt_sync`: JSON with base64 payloads spliced in, not copied.
 
-In base64 mode each `data` field holds a token naming an encoding kept once as ASCII bytes
-(`delivery/inline.py`). The answer is the model's JSON with every token replaced by its
-bytes, streamed piece by piece with an exact Content-Length: peak memory stays near one copy
-of the encodings, however large, and however many fields (`images`, `files`) show them.
+In base64 mode each `data` field holds a token naming an encoding kept once as ASCII pieces
+(`delivery/inline.py`). The answer is the model's JSON with every token replaced by those
+pieces, written to the socket as they are, with an exact Content-Length: peak memory stays
+near one copy of the encodings, however large.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 from starlette.responses import Response, StreamingResponse
 
-from comfyui.delivery.base import TOKEN
+from comfyui.delivery.base import TOKEN, Encoding
 from comfyui.schemas import PromptSyncResponse
-
-_PIECE = 1024 * 1024
 
 
 def render_answer(answer: PromptSyncResponse) -> Response:
@@ -40,26 +38,27 @@ def materialize(answer: PromptSyncResponse) -> PromptSyncResponse:
     return copy
 
 
-def _text(data: str | None, inline: dict[str, bytearray]) -> str | None:
+def _text(data: str | None, inline: dict[str, Encoding]) -> str | None:
     payload = inline.get(data) if data is not None else None
-    return payload.decode("ascii") if payload is not None else data
+    return payload.text() if payload is not None else data
 
 
-def _spliced(body: bytes, inline: dict[str, bytearray]) -> list[memoryview]:
+def _spliced(body: bytes, inline: dict[str, Encoding]) -> list[bytes | memoryview]:
     view = memoryview(body)
-    parts: list[memoryview] = []
+    parts: list[bytes | memoryview] = []
     position = 0
     for match in TOKEN.finditer(body):
         payload = inline.get(match.group(1).decode())
         if payload is None:
             continue
-        parts += [view[position : match.start(1)], memoryview(payload)]
+        parts.append(view[position : match.start(1)])
+        parts += payload.pieces
         position = match.end(1)
     parts.append(view[position:])
     return parts
 
 
-def _pieces(parts: list[memoryview]) -> Iterator[bytes]:
+async def _pieces(parts: list[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
+    # An async iterator: Starlette would run a plain one in a thread, a hop per piece.
     for part in parts:
-        for start in range(0, len(part), _PIECE):
-            yield bytes(part[start : start + _PIECE])
+        yield part

@@ -51,6 +51,9 @@ _WS_MAX_MESSAGE = 64 * 1024 * 1024
 # gain nothing; without a cap a burst of N sync requests opened N connections to ComfyUI
 # that then idled in the pool while the requests waited (memory and file descriptors).
 _SUBMIT_CONCURRENCY = 16
+#: Read-ahead for output files from /view. aiohttp's default (64 KiB) pauses the socket
+#: every 128 KiB: a 50 MB file took ~90 ms to read on the benchmark machine, ~45 ms with this.
+_VIEW_READ_BUFFER = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +249,9 @@ class ComfyUIClient:
         """Stream an output file from `/view`; the response is checked to be 200."""
         params = {"filename": filename, "subfolder": subfolder, "type": folder_type}
         try:
-            async with self.session.get(self.base_url + "/view", params=params) as response:
+            async with self.session.get(
+                self.base_url + "/view", params=params, read_bufsize=_VIEW_READ_BUFFER
+            ) as response:
                 yield response
         except _TRANSIENT as exc:
             raise ComfyUIConnectionError(f"ComfyUI is unreachable: {_describe(exc)}") from exc

@@ -185,7 +185,7 @@ class PromptHandler:
             concurrency=self.settings.output_fetch_concurrency,
             early_sizes=early,
         )
-        images = _with_delivered(collect_images(outputs), files)
+        images = _with_delivered(collect_images(outputs), files, request.return_image_base64)
         execution_time = round(job.tracker.execution_time, 4)
         bound.info(
             "prompt_succeeded",
@@ -296,13 +296,23 @@ async def _race_disconnect(
     )
 
 
-def _with_delivered(images: list[ImageOutput], files: list[FileOutput]) -> list[ImageOutput]:
-    """The compatible `images` list, with the data and MIME type their delivery gave them."""
-    delivered = {(f.type, f.subfolder, f.filename): f for f in files}
+def _with_delivered(
+    images: list[ImageOutput], files: list[FileOutput], data_in_images: bool
+) -> list[ImageOutput]:
+    """The compatible `images` list, with the MIME type their delivery gave them.
+
+    The bytes of a file appear once in an answer (a 50 MB image is 67 MB of base64): in
+    `files[].data`, or, when the caller asked with the compatible `return_image_base64`, in
+    `images[].data`, moved there from `files`.
+    """
+    delivered = {(f.type, f.subfolder, f.filename): (f, f.data) for f in files}
     for image in images:
-        item = delivered.get((image.type, image.subfolder, image.filename))
-        if item is not None:
-            image.mime_type, image.data = item.mime_type, item.data
+        found = delivered.get((image.type, image.subfolder, image.filename))
+        if found is not None:
+            item, data = found
+            image.mime_type = item.mime_type
+            if data_in_images:
+                image.data, item.data = data, None
     return images
 
 

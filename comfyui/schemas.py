@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+
+if TYPE_CHECKING:
+    from comfyui.delivery.base import Encoding
 
 _EXAMPLE_GRAPH: dict[str, Any] = {
     "1": {
@@ -95,8 +98,8 @@ class PromptSyncRequest(BaseModel):
     )
     return_image_base64: bool = Field(
         False,
-        description="Inline every output as base64 (`images[].data`, `files[].data`): the same "
-        "as `output.mode` `base64`.",
+        description="base64 delivery, the compatible way: images carry their bytes in "
+        "`images[].data`, other files in `files[].data` (each file's bytes appear once).",
     )
     images: list[InputImage] = Field(
         default_factory=list,
@@ -125,7 +128,9 @@ class ImageOutput(BaseModel):
     subfolder: str = ""
     type: str = Field(description="ComfyUI folder: output, temp or input.")
     mime_type: str
-    data: str | None = Field(None, description="Base64 bytes, when asked for.")
+    data: str | None = Field(
+        None, description="Base64 bytes, when asked for with `return_image_base64`."
+    )
 
 
 class FileOutput(BaseModel):
@@ -175,7 +180,7 @@ class PromptSyncResponse(BaseModel):
     texts: list[TextOutput] = Field(default_factory=list, description="Every text output.")
     node_errors: dict[str, Any] = Field(default_factory=dict)
     #: base64 mode: the encodings `data` fields name by token (see comfyui/answer.py).
-    _inline: dict[str, bytearray] = PrivateAttr(default_factory=dict)
+    _inline: dict[str, Encoding] = PrivateAttr(default_factory=dict)
 
 
 class ErrorResponse(BaseModel):

@@ -15,18 +15,31 @@ from comfyui.schemas import FileOutput
 TOKEN = re.compile(rb'"data":"(inline-base64-[0-9a-f]{32})"')
 
 
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    """One file's base64 text, as the pieces the encoder produced (ASCII bytes)."""
+
+    pieces: list[bytes]
+
+    def __len__(self) -> int:
+        return sum(len(piece) for piece in self.pieces)
+
+    def text(self) -> str:
+        return b"".join(self.pieces).decode("ascii")
+
+
 class InlinePayloads:
     """base64 encodings of one answer, by token."""
 
     def __init__(self) -> None:
-        self.payloads: dict[str, bytearray] = {}
+        self.payloads: dict[str, Encoding] = {}
 
-    def add(self, payload: bytearray) -> str:
+    def add(self, payload: Encoding) -> str:
         token = f"inline-base64-{uuid.uuid4().hex}"
         self.payloads[token] = payload
         return token
 
-    def get(self, token: str) -> bytearray | None:
+    def get(self, token: str) -> Encoding | None:
         return self.payloads.get(token)
 
 

@@ -114,9 +114,7 @@ async def test_reference_mode_asks_for_sizes_without_reading_the_files(
     assert [r.method for r in fake.requests if r.path == "/view"] == ["HEAD"]
 
 
-async def test_base64_mode_inlines_every_file_and_keeps_the_images_list(
-    worker: Worker, fake: FakeComfyUI
-) -> None:
+async def test_base64_mode_inlines_every_file_once(worker: Worker, fake: FakeComfyUI) -> None:
     response = await sync(worker, every_kind(fake), output={"mode": "base64"})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -124,14 +122,25 @@ async def test_base64_mode_inlines_every_file_and_keeps_the_images_list(
     for item in body["files"]:
         assert base64.b64decode(item["data"]) == on_disk(fake, item)
         assert item["size"] == len(on_disk(fake, item))
-    for image in body["images"]:
-        assert base64.b64decode(image["data"]) == on_disk(fake, image)
-    # The old switch means the same.
-    legacy = await sync(worker, graphs.save("legacy", color=9), return_image_base64=True)
+    assert body["images"]
+    assert all(image["data"] is None for image in body["images"])
+
+
+async def test_return_image_base64_puts_image_bytes_in_images_only(
+    worker: Worker, fake: FakeComfyUI
+) -> None:
+    legacy = await sync(worker, every_kind(fake), return_image_base64=True)
     assert legacy.status_code == 200, legacy.text
-    (item,) = legacy.json()["files"]
-    assert item["data"] == legacy.json()["images"][0]["data"]
-    assert base64.b64decode(item["data"]) == on_disk(fake, item)
+    body = legacy.json()
+    images = {(i["type"], i["filename"]): i for i in body["images"]}
+    assert images
+    for image in images.values():
+        assert base64.b64decode(image["data"]) == on_disk(fake, image)
+    for item in body["files"]:
+        if (item["type"], item["filename"]) in images:
+            assert item["data"] is None
+        else:  # video, audio, ... keep theirs
+            assert base64.b64decode(item["data"]) == on_disk(fake, item)
 
 
 async def test_colocated_outputs_are_read_from_disk_not_through_view(fake: FakeComfyUI) -> None:

@@ -70,10 +70,10 @@ async def test_progress_events_then_the_answer(worker: Worker, fake: FakeComfyUI
     assert progress == sorted(progress)
     result = events[-1][1]
     assert result["status"] == "success"
-    (image,) = result["files"]
+    (image,) = result["images"]
     data = base64.b64decode(image["data"])
     assert data == (fake.output_dir / image["subfolder"] / image["filename"]).read_bytes()
-    assert result["images"][0]["data"] == image["data"]
+    assert result["files"][0]["data"] is None  # the bytes are in the answer once
 
 
 async def test_failure_during_the_run_ends_with_an_error_event(worker: Worker) -> None:

@@ -8,23 +8,20 @@ import json
 from starlette.responses import StreamingResponse
 
 from comfyui.answer import materialize, render_answer
-from comfyui.delivery.base import InlinePayloads
+from comfyui.delivery.base import Encoding, InlinePayloads
 from comfyui.schemas import FileOutput, ImageOutput, PromptSyncResponse, TextOutput
 
 
 async def body_of(response: StreamingResponse) -> bytes:
-    return b"".join(
-        [
-            chunk if isinstance(chunk, bytes) else str(chunk).encode()
-            async for chunk in response.body_iterator
-        ]
-    )
+    chunks = [chunk async for chunk in response.body_iterator]
+    assert not any(isinstance(chunk, str) for chunk in chunks)
+    return b"".join(chunk for chunk in chunks if not isinstance(chunk, str))
 
 
 async def test_payloads_are_spliced_into_every_field_that_names_them() -> None:
     inline = InlinePayloads()
-    payload = bytearray(base64.b64encode(b"\x89PNG" + bytes(3 * 1024 * 1024)))
-    token = inline.add(payload)
+    payload = base64.b64encode(b"\x89PNG" + bytes(3 * 1024 * 1024))
+    token = inline.add(Encoding([payload[:4096], payload[4096:]]))
     file = FileOutput(
         node_id="3",
         kind="image",
