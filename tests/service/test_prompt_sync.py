@@ -64,6 +64,42 @@ async def test_fully_cached_rerun_completes_with_the_same_outputs(
     assert second.json()["images"][0]["data"]
 
 
+async def test_outputs_are_comfyuis_history_outputs_fresh_and_cached(
+    worker: Worker, fake: FakeComfyUI
+) -> None:
+    graph = graphs.preview_and_text("twice", color=61)
+    for _ in ("fresh", "cached"):
+        response = await sync(worker, graph)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        entry = await history_of(fake, body["prompt_id"])
+        assert body["outputs"] == entry["outputs"]
+        assert list(body["outputs"]) == list(entry["outputs"])  # the same order too
+
+
+async def test_comfyui_08_runs_are_answered_from_events_before_history_is_written(
+    worker: Worker, fake: FakeComfyUI, generation: str
+) -> None:
+    if generation != "0.8":
+        pytest.skip("the 2024 server sends no execution_success: its runs end in /history")
+    fake.history_delay = 2.0
+    response = await sync(worker, graphs.save("from-events", color=62))
+    assert response.status_code == 200, response.text
+    prompt_id = response.json()["prompt_id"]
+    assert prompt_id not in fake.history  # answered without waiting for ComfyUI's history
+    entry = await history_of(fake, prompt_id)
+    assert response.json()["outputs"] == entry["outputs"]
+
+
+async def history_of(fake: FakeComfyUI, prompt_id: str) -> dict[str, Any]:
+    for _ in range(500):
+        if prompt_id in fake.history:
+            entry: dict[str, Any] = fake.history[prompt_id]
+            return entry
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{prompt_id} never reached the fake's history")
+
+
 async def test_temp_previews_are_listed_and_text_outputs_kept(worker: Worker) -> None:
     response = await sync(worker, graphs.preview_and_text("hi there"), return_image_base64=True)
     assert response.status_code == 200, response.text
