@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from comfyui.events import Event, parse_event
 from comfyui.router import EventRouter
 from comfyui.tracker import PromptState, PromptTracker
@@ -43,6 +45,24 @@ def test_success_run_finishes_and_history_settles_it() -> None:
     tracker.apply_history(_history("success.json", prompt_id))
     assert tracker.state is PromptState.SUCCESS
     assert tracker.history is not None and "3" in tracker.history["outputs"]
+
+
+@pytest.mark.parametrize("name", ["success.json", "progress.json", "preview_and_text.json"])
+def test_an_unbroken_08_run_adds_up_to_the_history_comfyui_wrote(name: str) -> None:
+    tracker, prompt_id = _feed_all(name)
+    entry = tracker.history_from_events()
+    assert entry is not None
+    recorded = _history(name, prompt_id)["outputs"]
+    assert entry["outputs"] == recorded
+    assert list(entry["outputs"]) == list(recorded)
+
+
+def test_a_run_with_a_websocket_gap_is_left_to_history() -> None:
+    tracker, _ = _feed_all("success.json")
+    tracker.note_disconnect()
+    assert tracker.history_from_events() is None
+    failed, _ = _feed_all("runtime_error.json")
+    assert failed.history_from_events() is None
 
 
 def test_progress_is_recorded() -> None:
