@@ -5,9 +5,10 @@
 Scenarios (README, Benchmarks): start-up, latency (added and completion, against the fake
 with zero execution time), comparison (jobs that take time: direct websocket client,
 worker, the seed's 1 s polling loop), concurrency (1 ... 1,000 waiting requests, and the
-floor of a bare FastAPI endpoint), soak, large outputs, and with `--real` the latency and
-comparison scenarios against a real ComfyUI (scripts/comfyui-test-server.sh; set
-COMFYUI_TEST_PORT and COMFYUI_TEST_HOME to keep it apart from other users of the machine).
+floor of a bare FastAPI endpoint), soak, large outputs, and the latency and comparison
+scenarios against the real ComfyUI of the e2e tier whenever it is installed (`--real`
+installs it first; scripts/comfyui-test-server.sh; set COMFYUI_TEST_PORT and
+COMFYUI_TEST_HOME to keep it apart from other users of the machine).
 
 Every process is local and bound to 127.0.0.1; every loop is bounded. The results go to
 benchmarks/results/<date>[-quick].json (or --output).
@@ -160,7 +161,7 @@ class Bench:
     async def real(self) -> None:
         from tests.e2e.real_comfyui import RealComfyUI, ensure_installed
 
-        ensure_installed()
+        ensure_installed()  # a no-op when it is (scripts/comfyui-test-server.sh install)
         server = RealComfyUI()
         was_up = server.is_up()
         server.start()
@@ -470,9 +471,17 @@ def report(results: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def _real_available() -> bool:
+    """The real ComfyUI of the e2e tier is installed (it is after scripts/test.sh ran with CI
+    or E2E set, or `scripts/comfyui-test-server.sh install`)."""
+    from tests.e2e.real_comfyui import installed
+
+    return installed()
+
+
 async def main(args: argparse.Namespace) -> int:
     plan = QUICK if args.quick else FULL
-    wanted = [s for s in SCENARIOS if (s != "real" or args.real)]
+    wanted = [s for s in SCENARIOS if s != "real" or args.real or _real_available()]
     if args.only:
         wanted = [s for s in wanted if s in args.only]
     started = time.monotonic()
@@ -518,7 +527,12 @@ async def main(args: argparse.Namespace) -> int:
 def cli() -> None:
     parser = argparse.ArgumentParser(description="Benchmarks of the ComfyUI sync worker.")
     parser.add_argument("--quick", action="store_true", help="fewer rounds (about 2 minutes)")
-    parser.add_argument("--real", action="store_true", help="also against a real ComfyUI")
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="also against the real ComfyUI, installing it first if needed (it runs whenever "
+        "it is installed)",
+    )
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="run only these scenarios")
     parser.add_argument("--output", type=Path, help="JSON file (default benchmarks/results/)")
     os.chdir(ROOT)
