@@ -5,9 +5,10 @@
 Everything ComfyUI-facing is `tests.fake_comfyui.FakeComfyUI` unchanged. Added here, under
 `/bench/` (routes ComfyUI does not have):
 
-* `GET /bench/final-sent`: `{prompt_id: ns}`, when the prompt's final websocket event
-  (`executing` with `node: null`) was written to the socket, in `time.monotonic_ns()`
-  (CLOCK_MONOTONIC: one clock for every process of the machine). Answering empties it.
+* `GET /bench/final-sent`: `{prompt_id: ns}`, when the prompt's first end-of-run websocket
+  event (`execution_success`, else `executing` with `node: null`) was written to the
+  socket, in `time.monotonic_ns()` (CLOCK_MONOTONIC: one clock for every process of the
+  machine). Answering empties it.
 * `POST /bench/hold` `{"hold": bool}`: hold the queue (prompts stay pending) or release it.
 * `GET /bench/stats`: websockets connected, prompts pending and running.
 * Node `BenchBlob` (`megabytes`): an output node whose image is an incompressible PNG of about
@@ -72,12 +73,14 @@ class BenchFake(FakeComfyUI):
         )
 
     def _note_sent(self, event: str, data: Json, sid: str | None) -> None:
-        if event == "executing" and data.get("node") is None:
-            prompt_id = data.get("prompt_id")
-            if isinstance(prompt_id, str):
-                if len(self.final_sent_ns) >= MAX_TIMESTAMPS:
-                    self.final_sent_ns.pop(next(iter(self.final_sent_ns)))
-                self.final_sent_ns[prompt_id] = time.monotonic_ns()
+        # The first end-of-run event: execution_success (0.8), else executing with node
+        # null. The worker may answer on the first; the direct client waits for the second.
+        final = event == "execution_success" or (event == "executing" and data.get("node") is None)
+        prompt_id = data.get("prompt_id")
+        if final and isinstance(prompt_id, str) and prompt_id not in self.final_sent_ns:
+            if len(self.final_sent_ns) >= MAX_TIMESTAMPS:
+                self.final_sent_ns.pop(next(iter(self.final_sent_ns)))
+            self.final_sent_ns[prompt_id] = time.monotonic_ns()
 
     def _blob(self, ctx: RunContext, inputs: Json) -> tuple[tuple[Any, ...], Json]:
         megabytes = float(inputs["megabytes"])

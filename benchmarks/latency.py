@@ -9,9 +9,10 @@ bridge.
 `comparison`: jobs that take time, run through the direct client, the worker and the seed's
 1 s polling loop, side by side.
 
-Completion latency (fake only) is the time from the fake writing a prompt's final event to
-the client holding the whole answer: the fake stamps the write (CLOCK_MONOTONIC), the client
-stamps the last byte read. It is an upper bound of "until the worker wrote its answer": it
+Completion latency (fake only) is the time from the fake writing a prompt's first end-of-run
+event (`execution_success`, which precedes `executing` with node null) to the client holding
+the whole answer: the fake stamps the write (CLOCK_MONOTONIC), the client stamps the last
+byte read. It is an upper bound of "until the worker wrote its answer": it
 also holds the loopback transfer and the client's read.
 """
 
