@@ -5,10 +5,10 @@
 Scenarios (README, Benchmarks): start-up, latency (added and completion, against the fake
 with zero execution time), comparison (jobs that take time: direct websocket client,
 worker, the seed's 1 s polling loop), concurrency (1 ... 1,000 waiting requests, and the
-floor of a bare FastAPI endpoint), soak, large outputs, and the latency and comparison
-scenarios against the real ComfyUI of the e2e tier whenever it is installed (`--real`
-installs it first; scripts/comfyui-test-server.sh; set COMFYUI_TEST_PORT and
-COMFYUI_TEST_HOME to keep it apart from other users of the machine).
+floor: a raw uvloop protocol, uvicorn with a bare ASGI app, a bare FastAPI endpoint), soak,
+large outputs, and the latency and comparison scenarios against the real ComfyUI of the e2e
+tier whenever it is installed (`--real` installs it first; scripts/comfyui-test-server.sh; set
+COMFYUI_TEST_PORT and COMFYUI_TEST_HOME to keep it apart from other users of the machine).
 
 Every process is local and bound to 127.0.0.1; every loop is bounded. The results go to
 benchmarks/results/<date>[-quick].json (or --output).
@@ -49,10 +49,24 @@ class Plan:
     late_repeats: int
     real_rounds: int
     real_jobs: int
+    floor_repeats: int
 
 
-FULL = Plan(1000, 30, (1, 10, 100, 1000), 10_000, (5, 50), {5: 5, 50: 3}, 5, 3, 300, 10)
-QUICK = Plan(200, 6, (1, 10, 100, 1000), 1000, (5, 50), {5: 2, 50: 1}, 2, 1, 200, 3)
+FULL = Plan(1000, 30, (1, 10, 100, 1000), 10_000, (5, 50), {5: 5, 50: 3}, 5, 3, 300, 10, 5)
+QUICK = Plan(200, 6, (1, 10, 100, 1000), 1000, (5, 50), {5: 2, 50: 1}, 2, 1, 200, 3, 3)
+
+#: Rows of the floor breakdown in the table: key in the results, label.
+FLOOR_ROWS = (
+    ("raw_idle_connection", "raw uvloop protocol, idle connection"),
+    ("raw_protocol", "raw uvloop protocol, request parsed"),
+    ("uvicorn_bare_asgi", "uvicorn + bare ASGI app"),
+    ("fastapi", "uvicorn + FastAPI endpoint"),
+    ("fastapi_streams_client", "  FastAPI, asyncio-streams client"),
+    ("fastapi_malloc_arena_max_1", "  FastAPI, MALLOC_ARENA_MAX=1"),
+    ("raw_protocol_traced", "raw protocol (tracemalloc)"),
+    ("uvicorn_bare_asgi_traced", "bare ASGI (tracemalloc)"),
+    ("fastapi_traced", "FastAPI (tracemalloc)"),
+)
 
 #: Worker settings for the concurrency run (see config.py): room for 1,000 waiters.
 WIDE_OPEN = {"max_concurrent_requests": 5000, "max_queue_depth": 5000, "default_timeout": 600}
@@ -137,7 +151,9 @@ class Bench:
             )
         finally:
             worker.stop()
-        floor = await concurrency.floor(self.log_dir, max(self.plan.levels))
+        floor = await concurrency.floor(
+            self.log_dir, max(self.plan.levels), repeats=self.plan.floor_repeats
+        )
         self.results["concurrency"] = {"levels": levels, "floor": floor}
 
     async def soak(self) -> None:
@@ -254,6 +270,12 @@ def checks(results: dict[str, Any]) -> list[Check]:
                 "  floor: bare FastAPI endpoint", conc["floor"]["rss_per_waiter_kb"], "KB", "", None
             )
         )
+        breakdown = conc["floor"].get("breakdown", {})
+        for key in ("raw_protocol", "uvicorn_bare_asgi"):
+            if key in breakdown:
+                label = dict(FLOOR_ROWS)[key]
+                v = breakdown[key]["per_waiter_kb"]["median"]
+                out.append(Check(f"  floor: {label}", v, "KB", "", None))
     sk = results.get("soak")
     if sk:
         v = sk["growth_middle_to_end_kb"]
@@ -391,6 +413,7 @@ def report(results: dict[str, Any]) -> str:
                 f"{lv['ok']}/{lv['waiters']}",
                 _fmt(lv["websockets_to_comfyui"]),
                 _fmt(lv["tcp_connections_to_comfyui_while_waiting"]),
+                _fmt(lv.get("tcp_connections_to_comfyui_after")),
                 _fmt(lv["rss_waiting_mb"]),
                 _fmt(lv["rss_per_waiter_kb"]),
                 _fmt(lv["throughput_per_s"]),
@@ -408,6 +431,7 @@ def report(results: dict[str, Any]) -> str:
                     "ok",
                     "ws",
                     "tcp to ComfyUI",
+                    "tcp after",
                     "RSS MB",
                     "KB/waiter",
                     "answers/s",
@@ -416,6 +440,28 @@ def report(results: dict[str, Any]) -> str:
                 ],
             )
         )
+    breakdown = _get(results, "concurrency", "floor", "breakdown")
+    if breakdown:
+        floor = results["concurrency"]["floor"]
+        rows = []
+        for key, label in FLOOR_ROWS:
+            row = breakdown.get(key)
+            if row:
+                spread = row["per_waiter_kb"]
+                rows.append(
+                    [
+                        label,
+                        row["measure"],
+                        _fmt(spread["median"]),
+                        f"{_fmt(spread['min'])} - {_fmt(spread['max'])}",
+                        _fmt(row["rss_idle_mb"]),
+                    ]
+                )
+        parts.append(
+            f"floor: KB per waiting request, {floor['waiters']:,} at once, "
+            f"median of {floor['repeats']} processes"
+        )
+        parts.append(table(rows, ["", "measure", "KB/waiter", "min - max", "idle RSS MB"]))
     sk = results.get("soak")
     if sk:
         parts.append(

@@ -51,6 +51,13 @@ _WS_MAX_MESSAGE = 64 * 1024 * 1024
 # gain nothing; without a cap a burst of N sync requests opened N connections to ComfyUI
 # that then idled in the pool while the requests waited (memory and file descriptors).
 _SUBMIT_CONCURRENCY = 16
+#: Connections to ComfyUI at most (the websocket is one of them). ComfyUI answers HTTP on
+#: one event loop, so more connections queue there instead of here; unbounded, a burst of
+#: 1,000 prompts finishing together (each waiter asks for its history and the size of its
+#: file at once) left ~1,270 connections open in the pool afterwards. Every response is
+#: read to its end before the worker waits on anything else (files are copied or encoded as
+#: they stream), so a held connection is only ever held for one transfer.
+_POOL_LIMIT = 64
 #: Read-ahead for output files from /view. aiohttp's default (64 KiB) pauses the socket
 #: every 128 KiB: a 50 MB file took ~90 ms to read on the benchmark machine, ~45 ms with this.
 _VIEW_READ_BUFFER = 1024 * 1024
@@ -114,7 +121,7 @@ class ComfyUIClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.settings.comfyui_request_timeout),
-                connector=aiohttp.TCPConnector(limit=0),
+                connector=aiohttp.TCPConnector(limit=_POOL_LIMIT),
             )
         self._closing = False
         self._ws_task = asyncio.create_task(self._websocket_forever(), name="comfyui-ws")

@@ -46,6 +46,7 @@ class PromptTracker:
 
     __slots__ = (
         "_changed",
+        "_waiters",
         "cached_nodes",
         "current_node",
         "error",
@@ -84,7 +85,10 @@ class PromptTracker:
         self.submitted_at = time.monotonic()
         self.started_at: float | None = None
         self.finished_at: float | None = None
-        self._changed = asyncio.Event()
+        # A flag and futures made only while someone waits, not an asyncio.Event: an Event
+        # allocates a deque (~600 B) up front, for each of up to thousands of waiters.
+        self._changed = False
+        self._waiters: list[asyncio.Future[None]] | None = None
 
     # -- transitions -------------------------------------------------------------------
 
@@ -133,7 +137,7 @@ class PromptTracker:
         elif kind == events.EXECUTION_INTERRUPTED:
             self.error = data
             self._advance(PromptState.INTERRUPTED)
-        self._changed.set()
+        self._notify()
 
     def apply_history(self, entry: dict[str, Any]) -> None:
         """Settle the outcome from a `/history/{id}` entry."""
@@ -190,22 +194,31 @@ class PromptTracker:
 
     def note_disconnect(self) -> None:
         self.saw_disconnect = True
-        self._changed.set()
+        self._notify()
 
     def poke(self) -> None:
         """Wake the waiter without changing state (e.g. the websocket went down)."""
-        self._changed.set()
+        self._notify()
 
     # -- waiting -----------------------------------------------------------------------
 
     async def wait_changed(self, timeout: float | None) -> None:
         """Return when something changed, or after `timeout` seconds."""
-        if not self._changed.is_set():
+        if not self._changed:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own.
+                async with asyncio.timeout(timeout):
+                    await waiter
             except TimeoutError:
                 pass
-        self._changed.clear()
+            finally:
+                if self._waiters is not None and waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self._changed = False
 
     @property
     def execution_time(self) -> float:
@@ -214,6 +227,13 @@ class PromptTracker:
         return max(0.0, end - (self.started_at or self.submitted_at))
 
     # -- internals ---------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        self._changed = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _advance(self, state: PromptState) -> None:
         """Move forward only: late or replayed events never undo an outcome."""
@@ -229,4 +249,4 @@ class PromptTracker:
         self.state = state
         if state in (PromptState.FINISHED,) or state.is_final:
             self.finished_at = self.finished_at or time.monotonic()
-        self._changed.set()
+        self._notify()
