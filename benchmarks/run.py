@@ -43,6 +43,7 @@ class Plan:
     comparison_jobs: int
     levels: tuple[int, ...]
     soak_requests: int
+    soak_extend_to: int
     large_sizes: tuple[float, ...]
     large_repeats: dict[float, int]
     cold_repeats: int
@@ -52,8 +53,8 @@ class Plan:
     floor_repeats: int
 
 
-FULL = Plan(1000, 30, (1, 10, 100, 1000), 10_000, (5, 50), {5: 5, 50: 3}, 5, 3, 300, 10, 5)
-QUICK = Plan(200, 6, (1, 10, 100, 1000), 1000, (5, 50), {5: 2, 50: 1}, 2, 1, 200, 3, 3)
+FULL = Plan(1000, 30, (1, 10, 100, 1000), 10_000, 40_000, (5, 50), {5: 5, 50: 5}, 5, 3, 300, 10, 5)
+QUICK = Plan(200, 6, (1, 10, 100, 1000), 1000, 2000, (5, 50), {5: 2, 50: 1}, 2, 1, 200, 3, 3)
 
 #: Rows of the floor breakdown in the table: key in the results, label.
 FLOOR_ROWS = (
@@ -160,7 +161,9 @@ class Bench:
         fake = await self.start_fake()
         worker = await self.worker(fake.url)
         try:
-            self.results["soak"] = await soak.soak(worker, self.plan.soak_requests)
+            self.results["soak"] = await soak.soak(
+                worker, self.plan.soak_requests, self.plan.soak_extend_to
+            )
         finally:
             worker.stop()
 
@@ -278,9 +281,19 @@ def checks(results: dict[str, Any]) -> list[Check]:
                 out.append(Check(f"  floor: {label}", v, "KB", "", None))
     sk = results.get("soak")
     if sk:
-        v = sk["growth_middle_to_end_kb"]
+        n, extended = sk["requests"], sk["extended_to"]
         out.append(
-            Check("soak RSS growth, middle -> end", v, "KB", "<= 512 KB (flat)", _at_most(v, 512))
+            Check(f"soak RSS growth, 0 -> {n:,}", sk["growth_start_to_end_kb"], "KB", "", None)
+        )
+        v = sk["growth_over_extension_kb"]
+        out.append(
+            Check(
+                f"soak RSS growth, {n:,} -> {extended:,}",
+                v,
+                "KB",
+                "<= 512 KB (flat)",
+                _at_most(v, 512),
+            )
         )
     large = results.get("large_outputs")
     if large:
@@ -466,7 +479,8 @@ def report(results: dict[str, Any]) -> str:
     if sk:
         parts.append(
             f"soak: {sk['requests']:,} sequential requests: RSS {sk['rss_start_mb']} -> "
-            f"{sk['rss_middle_mb']} -> {sk['rss_end_mb']} MB (start, middle, end); request p50 "
+            f"{sk['rss_middle_mb']} -> {sk['rss_end_mb']} MB (start, middle, end), "
+            f"{sk['rss_extended_end_mb']} MB after {sk['extended_to']:,}; request p50 "
             f"{_fmt(sk['request_ms']['p50'])} ms, p99 {_fmt(sk['request_ms']['p99'])} ms; worker "
             f"CPU {sk['worker_cpu_ms_per_request']} ms/request"
         )
