@@ -85,6 +85,18 @@ def session(limit: int = 100) -> aiohttp.ClientSession:
     )
 
 
+async def queue_prompt(
+    http: aiohttp.ClientSession, comfyui_url: str, graph: Graph, client_id: str
+) -> str:
+    """POST /prompt to ComfyUI as `client_id`; the prompt id it answers."""
+    body = {"prompt": graph, "client_id": client_id}
+    async with http.post(comfyui_url + "/prompt", json=body) as response:
+        answer = await response.json()
+        if response.status != 200:
+            raise RunFailed(f"POST /prompt answered {response.status}: {answer}")
+    return str(answer["prompt_id"])
+
+
 class DirectClient:
     """A direct websocket client of ComfyUI. `await start()`, `await run(graph)`, `close()`."""
 
@@ -137,12 +149,7 @@ class DirectClient:
 
     async def run(self, graph: Graph, timeout: float = 60.0) -> Run:
         started = now_ns()
-        body = {"prompt": graph, "client_id": self.client_id}
-        async with self.http.post(self.url + "/prompt", json=body) as response:
-            answer = await response.json()
-            if response.status != 200:
-                raise RunFailed(f"POST /prompt answered {response.status}: {answer}")
-        prompt_id = str(answer["prompt_id"])
+        prompt_id = await queue_prompt(self.http, self.url, graph, self.client_id)
         try:
             await asyncio.wait_for(self._future(prompt_id), timeout)
         finally:
@@ -165,12 +172,7 @@ class PollingClient:
 
     async def run(self, graph: Graph, timeout: float = 60.0) -> Run:
         started = now_ns()
-        body = {"prompt": graph, "client_id": self.client_id}
-        async with self.http.post(self.url + "/prompt", json=body) as response:
-            answer = await response.json()
-            if response.status != 200:
-                raise RunFailed(f"POST /prompt answered {response.status}: {answer}")
-        prompt_id = str(answer["prompt_id"])
+        prompt_id = await queue_prompt(self.http, self.url, graph, self.client_id)
         for _ in range(int(timeout / self.interval) + 1):
             async with self.http.get(f"{self.url}/history/{prompt_id}") as response:
                 history = await response.json()
