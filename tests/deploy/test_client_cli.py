@@ -21,16 +21,6 @@ from tests.harness import Worker, running_worker, worker_settings
 
 
 @pytest.fixture
-async def fake(tmp_path: Path) -> AsyncIterator[FakeComfyUI]:
-    server = FakeComfyUI(generation="0.8", root=tmp_path / "comfyui")
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 async def worker(fake: FakeComfyUI) -> AsyncIterator[Worker]:
     async with running_worker(worker_settings(fake.address)) as running:
         yield running

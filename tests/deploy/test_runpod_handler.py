@@ -7,8 +7,6 @@ import asyncio
 import base64
 import json
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,16 +19,6 @@ from tests.fake_comfyui import FakeComfyUI
 from tests.harness import worker_settings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-async def fake(tmp_path: Path) -> AsyncIterator[FakeComfyUI]:
-    server = FakeComfyUI(generation="0.8", root=tmp_path / "comfyui")
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def adapter(**overrides: Any) -> RunPodAdapter:
