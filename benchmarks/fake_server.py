@@ -17,8 +17,6 @@ Everything ComfyUI-facing is `tests.fake_comfyui.FakeComfyUI` unchanged. Added h
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 import struct
 import time
@@ -28,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests import fake_comfyui
 from tests.fake_comfyui import FakeComfyUI, Generation, Json, RunContext
 
 #: Final-event timestamps kept at most (the benchmark collects them far more often).
@@ -118,26 +117,8 @@ class BenchFake(FakeComfyUI):
         )
 
 
-async def _serve(port: int, root: Path | None, generation: Generation) -> None:
-    fake = BenchFake(generation=generation, root=root)
-    await fake.start(port)
-    print(f"bench fake ComfyUI {generation} on {fake.url}, files in {fake.root}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await fake.stop()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--root", type=Path, default=None)
-    parser.add_argument("--generation", choices=["0.8", "2024"], default="0.8")
-    args = parser.parse_args()
-    try:
-        asyncio.run(_serve(args.port, args.root, args.generation))
-    except KeyboardInterrupt:
-        pass
+    fake_comfyui.main(BenchFake, __doc__.splitlines()[0] if __doc__ else "")
 
 
 if __name__ == "__main__":

@@ -1529,24 +1529,35 @@ class FakeComfyUI:
         if failure is None:
             add_message("execution_success", {"prompt_id": prompt_id})
         else:
-            base = {
-                "prompt_id": prompt_id,
-                "node_id": failure.node_id,
-                "node_type": prompt[failure.node_id]["class_type"],
-                "executed": list(executed),
-            }
-            if isinstance(failure.exc, Interrupted):
-                self.interrupted.append(prompt_id)
-                add_message("execution_interrupted", base, broadcast=True)
-            else:
-                add_message(
-                    "execution_error",
-                    {**base, **failure.details, "current_outputs": list(prompt)},
-                )
+            self._report_failure(
+                add_message, prompt_id, prompt, failure, executed, current_outputs=list(prompt)
+            )
         state.last_node_id = None
         outputs_json = {node_id: ui["output"] for node_id, ui in ui_outputs.items()}
         meta = {node_id: ui["meta"] for node_id, ui in ui_outputs.items()}
         return failure is None, messages, outputs_json, meta
+
+    def _report_failure(
+        self,
+        add_message: Callable[..., None],
+        prompt_id: str,
+        prompt: Json,
+        failure: _Failure,
+        executed: list[str],
+        **error_extra: Any,
+    ) -> None:
+        """`execution_interrupted` (broadcast) or `execution_error`, as both servers send it."""
+        base = {
+            "prompt_id": prompt_id,
+            "node_id": failure.node_id,
+            "node_type": prompt[failure.node_id]["class_type"],
+            "executed": list(executed),
+        }
+        if isinstance(failure.exc, Interrupted):
+            self.interrupted.append(prompt_id)
+            add_message("execution_interrupted", base, broadcast=True)
+        else:
+            add_message("execution_error", {**base, **failure.details, **error_extra})
 
     async def _execute_24(
         self, prompt: Json, prompt_id: str, extra_data: Json, execute_outputs: list[str]
@@ -1630,17 +1641,7 @@ class FakeComfyUI:
             to_execute.sort(key=lambda o: (len(self._will_execute_24(prompt, o, memo)), o))
             failure = await run(to_execute.pop(0))
             if failure is not None:
-                base = {
-                    "prompt_id": prompt_id,
-                    "node_id": failure.node_id,
-                    "node_type": prompt[failure.node_id]["class_type"],
-                    "executed": list(executed),
-                }
-                if isinstance(failure.exc, Interrupted):
-                    self.interrupted.append(prompt_id)
-                    add_message("execution_interrupted", base, broadcast=True)
-                else:
-                    add_message("execution_error", {**base, **failure.details})
+                self._report_failure(add_message, prompt_id, prompt, failure, executed)
                 break
         for node_id in executed:
             state.old_prompt24[node_id] = copy.deepcopy(prompt[node_id])
@@ -2093,24 +2094,30 @@ def _builtin_nodes(fake: FakeComfyUI) -> dict[str, NodeDef]:
     return {node.class_type: node for node in nodes}
 
 
-async def _serve(port: int, root: Path | None, generation: Generation) -> None:
-    fake = FakeComfyUI(generation=generation, root=root)
+async def _serve(
+    factory: type[FakeComfyUI], port: int, root: Path | None, generation: Generation
+) -> None:
+    fake = factory(generation=generation, root=root)
     await fake.start(port)
-    print(f"fake ComfyUI {generation} on {fake.url}, files in {fake.root}", flush=True)
+    print(f"{factory.__name__} ({generation}) on {fake.url}, files in {fake.root}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
         await fake.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="A fake ComfyUI for tests and local trials.")
+def main(
+    factory: type[FakeComfyUI] = FakeComfyUI,
+    description: str = "A fake ComfyUI for tests and local trials.",
+) -> None:
+    """Serve `factory` until interrupted (`--port`, `--root`, `--generation`)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=8188)
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--generation", choices=["0.8", "2024"], default="0.8")
     args = parser.parse_args()
     try:
-        asyncio.run(_serve(args.port, args.root, args.generation))
+        asyncio.run(_serve(factory, args.port, args.root, args.generation))
     except KeyboardInterrupt:
         pass
 
