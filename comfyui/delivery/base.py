@@ -21,9 +21,6 @@ class Encoding:
 
     pieces: list[bytes]
 
-    def __len__(self) -> int:
-        return sum(len(piece) for piece in self.pieces)
-
     def text(self) -> str:
         return b"".join(self.pieces).decode("ascii")
 
